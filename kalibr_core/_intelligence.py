@@ -1,0 +1,1190 @@
+"""Intelligence: the engine and a store put together (what the functional API and service call).
+
+One ``Intelligence`` serves any number of tenants, goals and pipelines. Each scope
+(tenant, goal, pipeline) has an in-memory :class:`~kalibr_core.engine.GoalRouter` built from the
+store, so ``decide`` never reads the outcome table: its cost does not grow with the number of
+stored outcomes.
+
+Consistency between processes (and hosts, with a shared database): the store orders every
+outcome and correction with a sequence number, and each scope folds that log in order. Outcomes
+reported through this process are applied at once; those reported by other processes are
+picked up by ``decide`` once the scope's last sync is older than ``sync_interval_s`` (default
+0.5 s): that is the bounded staleness of a decision. Because every process folds the same log
+in the same order, all reach the same posteriors and the same change detections.
+
+Decisions are buffered and written by a background thread (every ``flush_interval_s`` and at
+exit, or on ``flush()``), where each decision's propensity is estimated off the hot path.
+Outcomes are never buffered: ``report_outcome`` returns once the outcome is durable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import math
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kalibr_core._domain import (
+    DEFAULT_PIPELINE,
+    PathSpec,
+    new_trace_id,
+    normalise_path,
+    validate_count,
+    validate_failure_category,
+    validate_goal,
+    validate_mapping,
+    validate_nonnegative,
+    validate_pipeline_id,
+    validate_risk_level,
+    validate_score,
+    validate_trace_id,
+)
+from kalibr_core._errors import NoPathAvailableError, NotFoundError, ValidationError
+from kalibr_core.engine import (
+    Change,
+    EngineTuning,
+    ExplorationConfig,
+    GoalRouter,
+    PathInfo,
+    PathState,
+    RankedPath,
+    Selection,
+)
+from kalibr_core.engine._insights import PathView, cross_goal_summary, goal_insight
+from kalibr_core.store import (
+    CorrectionRecord,
+    DecisionRecord,
+    OutcomeRecord,
+    PathRecord,
+    PathTotals,
+    Store,
+    open_store,
+)
+
+logger = logging.getLogger("kalibr_core")
+
+DEFAULT_TENANT = "default"
+_RECENT_DECISIONS = 100_000
+_UPDATABLE = ("success", "score", "failure_reason", "failure_category", "metadata")
+
+
+@dataclass(slots=True)
+class _Scope:
+    tenant: str
+    goal: str
+    pipeline_id: str
+    router: GoalRouter
+    rng: np.random.Generator
+    outcome_cursor: int = 0
+    correction_cursor: int = 0
+    last_sync: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    goal: str
+    pipeline_id: str
+    path_id: str
+    model_id: str
+
+
+def _path_info(record: PathRecord) -> PathInfo:
+    pricing = record.extra.get("pricing") if isinstance(record.extra, dict) else None
+    cost_hint = pricing.get("cost_per_call") if isinstance(pricing, dict) else None
+    return PathInfo(
+        path_id=record.path_id,
+        model_id=record.model_id,
+        tool_id=record.tool_id,
+        params=dict(record.params),
+        risk_level=record.risk_level,
+        enabled=record.enabled,
+        cost_hint=cost_hint if isinstance(cost_hint, int | float) else None,
+    )
+
+
+def _constraint_args(constraints: Mapping[str, Any] | None) -> dict[str, float | None]:
+    allowed = ("max_cost_usd", "max_latency_ms", "min_quality")
+    data = validate_mapping(constraints, "constraints") or {}
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown constraints {sorted(unknown)}; accepted: {list(allowed)}",
+            field="constraints",
+        )
+    result: dict[str, float | None] = {}
+    for key in allowed:
+        result[key] = validate_nonnegative(data.get(key), key)
+    quality = result["min_quality"]
+    if quality is not None and quality > 1:
+        raise ValidationError("min_quality must be between 0 and 1", field="min_quality")
+    return result
+
+
+class Intelligence:
+    """Routing intelligence over a store: decide, learn from outcomes, explain.
+
+    Thread-safe. Methods return plain dicts with the spec's field names.
+
+    Args:
+        store: A store, or a store URL / path for :func:`~kalibr_core.store.open_store`;
+            None opens ``$KALIBR_STORE_URL`` or the default SQLite file.
+        tenant: The tenant used when a method is not given one.
+        sync_interval_s: Bounded staleness: how old a scope's view of outcomes reported by
+            other processes may get before ``decide`` reads them.
+        flush_interval_s: How often buffered decisions are written.
+        seed: Seed of the sampling generators (reproducible decisions in tests).
+        tuning: Engine tuning (defaults are what the benchmarks measure).
+
+    Example:
+        >>> intel = Intelligence(":memory:")
+        >>> _ = intel.register_path("extract_company", "gpt-4o")
+        >>> decision = intel.decide("extract_company")
+        >>> intel.report_outcome(decision["trace_id"], "extract_company", success=True)["status"]
+        'accepted'
+        >>> intel.close()
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        sync_interval_s: float = 0.5,
+        flush_interval_s: float = 0.2,
+        seed: int | None = None,
+        tuning: EngineTuning | None = None,
+    ) -> None:
+        self.store: Store = store if isinstance(store, Store) else open_store(store)
+        self._owns_store = not isinstance(store, Store)
+        self.tenant = validate_goal(tenant, field_name="tenant")
+        self.sync_interval_s = sync_interval_s
+        self.flush_interval_s = flush_interval_s
+        self._tuning = tuning or EngineTuning()
+        self._seeds = np.random.SeedSequence(seed)
+        self._scopes: dict[tuple[str, str, str], _Scope] = {}
+        self._scopes_lock = threading.Lock()
+        self._pending: list[tuple[DecisionRecord, Selection]] = []
+        self._pending_lock = threading.Lock()
+        self._issued: OrderedDict[tuple[str, str], _Issued] = OrderedDict()
+        self._flush_rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        _live.add(self)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write buffered decisions now (outcomes are never buffered)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        for record, selection in pending:
+            record.propensity = selection.propensity(self._flush_rng)
+        self.store.record_decisions(record for record, _ in pending)
+
+    def close(self) -> None:
+        """Flush and release the store (if this object opened it). Idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        self.flush()
+        self._closed = True
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Intelligence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None:
+            thread = threading.Thread(target=self._flush_loop, name="kalibr-flush", daemon=True)
+            self._flusher = thread
+            thread.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:  # the loop must survive a transient store error; it retries
+                logger.exception("writing buffered decisions failed; will retry")
+
+    def _tenant(self, tenant: str | None) -> str:
+        return self.tenant if tenant is None else validate_goal(tenant, field_name="tenant")
+
+    # -- scopes --------------------------------------------------------------------------------
+    def _scope(self, tenant: str, goal: str, pipeline_id: str) -> _Scope:
+        key = (tenant, goal, pipeline_id)
+        scope = self._scopes.get(key)
+        if scope is not None:
+            return scope
+        with self._scopes_lock:
+            scope = self._scopes.get(key)
+            if scope is None:
+                scope = self._load_scope(tenant, goal, pipeline_id)
+                self._scopes[key] = scope
+        return scope
+
+    def _load_scope(self, tenant: str, goal: str, pipeline_id: str) -> _Scope:
+        stored = self.store.get_config(tenant, goal)
+        config = ExplorationConfig.from_dict(stored) if stored else ExplorationConfig()
+        router = GoalRouter(config, self._tuning)
+        for record in self.store.list_paths(tenant, goal, include_disabled=True):
+            router.add_path(_path_info(record))
+        totals, outcome_cursor, correction_cursor = self.store.load_scope(
+            tenant, goal, pipeline_id, self._tuning.detector_history
+        )
+        for total in totals:
+            state = router.paths.get(total.path_id)
+            if state is not None:
+                _restore(state, total)
+        rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        return _Scope(
+            tenant,
+            goal,
+            pipeline_id,
+            router,
+            rng,
+            outcome_cursor,
+            correction_cursor,
+            time.monotonic(),
+        )
+
+    def _loaded_scopes(self, tenant: str, goal: str) -> list[_Scope]:
+        with self._scopes_lock:
+            return [s for (t, g, _), s in self._scopes.items() if t == tenant and g == goal]
+
+    def _sync(self, scope: _Scope) -> None:
+        """Fold outcomes and corrections other processes stored since the scope's cursors."""
+        store = self.store
+        router = scope.router
+        for record in store.list_paths(scope.tenant, scope.goal, include_disabled=True):
+            info = _path_info(record)
+            known = router.paths.get(info.path_id)
+            if known is None or known.info.enabled != info.enabled:
+                router.add_path(info)
+        while True:
+            batch = store.outcomes_since(
+                scope.tenant, scope.goal, scope.pipeline_id, scope.outcome_cursor
+            )
+            for outcome in batch:
+                self._fold_outcome(scope, outcome)
+            if len(batch) < 10_000:
+                break
+        for correction in store.corrections_since(
+            scope.tenant, scope.goal, scope.pipeline_id, scope.correction_cursor
+        ):
+            self._fold_correction(scope, correction)
+        scope.last_sync = time.monotonic()
+
+    def _fold_outcome(self, scope: _Scope, outcome: OutcomeRecord) -> None:
+        scope.outcome_cursor = max(scope.outcome_cursor, outcome.seq)
+        if outcome.path_id is None or outcome.path_id not in scope.router.paths:
+            return
+        change = scope.router.observe(
+            outcome.path_id,
+            outcome.value,
+            cost_usd=outcome.cost_usd,
+            latency_ms=outcome.latency_ms,
+            now=outcome.created_at,
+            seq=outcome.seq,
+        )
+        if change is not None:
+            self._persist_epoch(scope, outcome.path_id, change)
+
+    def _fold_correction(self, scope: _Scope, correction: CorrectionRecord) -> None:
+        scope.correction_cursor = max(scope.correction_cursor, correction.seq)
+        if correction.path_id is not None and correction.path_id in scope.router.paths:
+            scope.router.correct(
+                correction.path_id,
+                correction.old_value,
+                correction.new_value,
+                correction.outcome_seq,
+            )
+
+    def _persist_epoch(self, scope: _Scope, path_id: str, change: Change) -> None:
+        epoch = scope.router.paths[path_id].epoch_seq
+        logger.info("goal %s path %s: %s detected", scope.goal, path_id, change.kind)
+        self.store.set_epoch(scope.tenant, scope.goal, scope.pipeline_id, path_id, epoch)
+
+    # -- paths ---------------------------------------------------------------------------------
+    def register_path(
+        self,
+        goal: str,
+        model_id: str,
+        tool_id: str | Sequence[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        risk_level: str = "low",
+        *,
+        tenant: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Register a path for a goal (idempotent: the same path returns the same id).
+
+        Returns:
+            ``path_id``, ``goal``, ``model_id``, ``tool_id``, ``params``, ``risk_level``,
+            ``enabled`` and ``created`` (False when it already existed).
+        """
+        goal = validate_goal(goal)
+        spec_dict: dict[str, Any] = {"model": model_id, "tools": tool_id, "params": params}
+        if extra:
+            spec_dict.update(extra)
+        spec = normalise_path(goal, spec_dict, risk_level=risk_level)
+        return self.register_spec(spec, tenant=tenant)
+
+    def register_spec(self, spec: PathSpec, *, tenant: str | None = None) -> dict[str, Any]:
+        """Register an already normalised path (what Router uses)."""
+        tenant = self._tenant(tenant)
+        record, created = self.store.register_path(tenant, spec)
+        for scope in self._loaded_scopes(tenant, spec.goal):
+            with scope.lock:
+                scope.router.add_path(_path_info(record))
+        return {**_path_dict(record), "created": created}
+
+    def list_paths(
+        self, goal: str | None = None, include_disabled: bool = False, *, tenant: str | None = None
+    ) -> dict[str, Any]:
+        """The registered paths (of one goal if given)."""
+        if goal is not None:
+            goal = validate_goal(goal)
+        records = self.store.list_paths(
+            self._tenant(tenant), goal, include_disabled=bool(include_disabled)
+        )
+        return {"paths": [_path_dict(r) for r in records]}
+
+    def disable_path(self, path_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """Soft-delete a path: traffic stops, its history is kept. Raises NotFoundError."""
+        return self._set_enabled(path_id, False, tenant)
+
+    def enable_path(self, path_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """Re-enable a disabled path. Raises NotFoundError."""
+        return self._set_enabled(path_id, True, tenant)
+
+    def _set_enabled(self, path_id: str, enabled: bool, tenant: str | None) -> dict[str, Any]:
+        tenant = self._tenant(tenant)
+        if not isinstance(path_id, str) or not path_id:
+            raise ValidationError("path_id must be a non-empty string", field="path_id")
+        record = self.store.set_path_enabled(tenant, path_id, enabled)
+        if record is None:
+            raise NotFoundError(f"no path {path_id!r} for tenant {tenant!r}")
+        for scope in self._loaded_scopes(tenant, record.goal):
+            with scope.lock:
+                scope.router.add_path(_path_info(record))
+        return {
+            "status": "enabled" if enabled else "disabled",
+            "path_id": path_id,
+            "goal": record.goal,
+        }
+
+    # -- exploration config --------------------------------------------------------------------
+    def get_exploration_config(self, goal: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """The goal's exploration config (defaults when never set)."""
+        goal = validate_goal(goal)
+        stored = self.store.get_config(self._tenant(tenant), goal)
+        config = ExplorationConfig.from_dict(stored) if stored else ExplorationConfig()
+        return {"goal": goal, **config.to_dict()}
+
+    def set_exploration_config(
+        self, goal: str, *, tenant: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Change some exploration settings of a goal (others keep their value)."""
+        goal = validate_goal(goal)
+        tenant = self._tenant(tenant)
+        stored = self.store.get_config(tenant, goal) or {}
+        merged = {**stored, **{k: v for k, v in fields.items() if v is not None}}
+        if "exploration_rate" in fields and fields["exploration_rate"] is None:
+            merged.pop("exploration_rate", None)
+        config = ExplorationConfig.from_dict(merged)
+        self.store.set_config(tenant, goal, config.to_dict())
+        for scope in self._loaded_scopes(tenant, goal):
+            with scope.lock:
+                scope.router.config = config
+        return {"goal": goal, **config.to_dict()}
+
+    # -- decide --------------------------------------------------------------------------------
+    def decide(
+        self,
+        goal: str,
+        task_risk_level: str = "low",
+        candidate_model_ids: Sequence[str] | None = None,
+        pipeline_id: str | None = None,
+        *,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Choose a path for one call of this goal.
+
+        Returns:
+            ``trace_id`` (32 lowercase hex), ``path_id``, ``model_id``, ``tool_id``,
+            ``params``, ``goal``, ``pipeline_id``, ``reason``, ``confidence``, ``exploration``,
+            ``success_rate``, ``sample_count``.
+
+        Raises:
+            ValidationError: bad arguments.
+            NoPathAvailableError: the goal has no enabled path (among the candidates).
+        """
+        tenant = self._tenant(tenant)
+        goal = validate_goal(goal)
+        risk = validate_risk_level(task_risk_level, field_name="task_risk_level")
+        pipeline = validate_pipeline_id(pipeline_id)
+        candidates = _candidates(candidate_model_ids)
+        scope = self._scope(tenant, goal, pipeline)
+        now = time.time()
+        with scope.lock:
+            if time.monotonic() - scope.last_sync > self.sync_interval_s:
+                self._sync(scope)
+            if not scope.router.paths:
+                raise NoPathAvailableError(
+                    f"goal {goal!r} has no registered path; register_path() first", goal=goal
+                )
+            try:
+                selection = scope.router.select(
+                    scope.rng, task_risk_level=risk, candidate_model_ids=candidates, now=now
+                )
+            except NoPathAvailableError as exc:
+                raise NoPathAvailableError(f"goal {goal!r}: {exc.message}", goal=goal) from None
+            info = scope.router.paths[selection.path_id].info
+        trace_id = new_trace_id()
+        record = DecisionRecord(
+            tenant,
+            trace_id,
+            goal,
+            pipeline,
+            info.path_id,
+            info.model_id,
+            selection.reason,
+            selection.exploration,
+            None,
+            now,
+        )
+        with self._pending_lock:
+            self._pending.append((record, selection))
+            issued = self._issued
+            issued[(tenant, trace_id)] = _Issued(goal, pipeline, info.path_id, info.model_id)
+            if len(issued) > _RECENT_DECISIONS:
+                issued.popitem(last=False)
+        self._ensure_flusher()
+        return {
+            "trace_id": trace_id,
+            "path_id": info.path_id,
+            "model_id": info.model_id,
+            "tool_id": info.tool_id,
+            "params": dict(info.params),
+            "goal": goal,
+            "pipeline_id": pipeline or None,
+            "reason": selection.reason,
+            "confidence": selection.confidence,
+            "exploration": selection.exploration,
+            "success_rate": selection.success_rate,
+            "sample_count": selection.sample_count,
+        }
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def report_outcome(
+        self,
+        trace_id: str,
+        goal: str,
+        success: bool | None = None,
+        score: float | None = None,
+        failure_reason: str | None = None,
+        failure_category: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+        tool_id: str | None = None,
+        execution_params: Mapping[str, Any] | None = None,
+        *,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        pipeline_id: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Record what happened; durable when this returns.
+
+        ``score`` (clamped to [0, 1]) counts as ``score`` successes and ``1 - score``
+        failures; with only a score, ``success = score >= 0.5``. Trace ids this service never
+        issued are accepted (clients mint their own when failing open) and attributed by
+        ``model_id`` / ``tool_id`` / ``execution_params``; several outcomes per trace are
+        accepted (a failure on one model, then a success on another).
+
+        Returns:
+            ``{"status": "accepted", "trace_id", "goal", "path_id"}`` (``path_id`` None when
+            the outcome matches no registered path: it is stored, but cannot steer routing).
+        """
+        record = self._outcome_record(
+            trace_id,
+            goal,
+            success,
+            score,
+            failure_reason,
+            failure_category,
+            metadata,
+            model_id,
+            tool_id,
+            execution_params,
+            cost_usd,
+            latency_ms,
+            input_tokens,
+            output_tokens,
+            pipeline_id,
+            tenant,
+        )
+        self.store.record_outcomes([record])
+        self._apply_stored(record)
+        return {
+            "status": "accepted",
+            "trace_id": record.trace_id,
+            "goal": record.goal,
+            "path_id": record.path_id,
+        }
+
+    def _outcome_record(
+        self,
+        trace_id: str,
+        goal: str,
+        success: bool | None,
+        score: float | None,
+        failure_reason: str | None,
+        failure_category: str | None,
+        metadata: Mapping[str, Any] | None,
+        model_id: str | None,
+        tool_id: str | None,
+        execution_params: Mapping[str, Any] | None,
+        cost_usd: float | None,
+        latency_ms: float | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        pipeline_id: str | None,
+        tenant: str | None,
+    ) -> OutcomeRecord:
+        tenant = self._tenant(tenant)
+        trace_id = validate_trace_id(trace_id)
+        goal = validate_goal(goal)
+        clamped = validate_score(score)
+        if success is None:
+            if clamped is None:
+                raise ValidationError("give success (a bool) or a score", field="success")
+            success = clamped >= 0.5
+        elif not isinstance(success, bool):
+            raise ValidationError(
+                f"success must be a bool, got {type(success).__name__}", field="success"
+            )
+        category = validate_failure_category(failure_category)
+        reason = _optional_text(failure_reason, "failure_reason")
+        meta = validate_mapping(metadata, "metadata")
+        model = _optional_text(model_id, "model_id")
+        tool = _optional_tool(tool_id)
+        params = validate_mapping(execution_params, "execution_params")
+        pipeline = validate_pipeline_id(pipeline_id) if pipeline_id is not None else None
+        path_id, pipeline = self._attribute(tenant, goal, trace_id, model, tool, params, pipeline)
+        return OutcomeRecord(
+            tenant=tenant,
+            goal=goal,
+            pipeline_id=pipeline,
+            trace_id=trace_id,
+            path_id=path_id,
+            model_id=model,
+            tool_id=tool,
+            params=params,
+            success=success,
+            score=clamped,
+            value=clamped if clamped is not None else float(success),
+            failure_category=category,
+            failure_reason=reason,
+            metadata=meta,
+            cost_usd=validate_nonnegative(cost_usd, "cost_usd"),
+            latency_ms=validate_nonnegative(latency_ms, "latency_ms"),
+            input_tokens=validate_count(input_tokens, "input_tokens"),
+            output_tokens=validate_count(output_tokens, "output_tokens"),
+            created_at=time.time(),
+        )
+
+    def _attribute(
+        self,
+        tenant: str,
+        goal: str,
+        trace_id: str,
+        model_id: str | None,
+        tool_id: str | None,
+        params: dict[str, Any] | None,
+        pipeline: str | None,
+    ) -> tuple[str | None, str]:
+        """Which path (and pipeline) an outcome belongs to."""
+        with self._pending_lock:
+            issued = self._issued.get((tenant, trace_id))
+        if issued is None:
+            decision = self.store.get_decision(tenant, trace_id)
+            if decision is not None:
+                issued = _Issued(
+                    decision.goal, decision.pipeline_id, decision.path_id, decision.model_id
+                )
+        if issued is not None and issued.goal == goal:
+            if pipeline is None:
+                pipeline = issued.pipeline_id
+            if model_id is None or model_id == issued.model_id:
+                return issued.path_id, pipeline
+        pipeline = pipeline if pipeline is not None else DEFAULT_PIPELINE
+        if model_id is None:
+            logger.info(
+                "outcome %s for %s has no known decision and no model_id: stored without a path",
+                trace_id,
+                goal,
+            )
+            return None, pipeline
+        matches = [
+            r
+            for r in self.store.list_paths(tenant, goal, include_disabled=True)
+            if _spec_of(r).matches(model_id, tool_id, params)
+        ]
+        if len(matches) > 1:
+            enabled = [r for r in matches if r.enabled]
+            matches = enabled if len(enabled) == 1 else matches
+        if len(matches) == 1:
+            return matches[0].path_id, pipeline
+        logger.info(
+            "outcome %s for %s: model %s matches %d registered paths; stored without a path",
+            trace_id,
+            goal,
+            model_id,
+            len(matches),
+        )
+        return None, pipeline
+
+    def _apply_stored(self, record: OutcomeRecord) -> None:
+        key = (record.tenant, record.goal, record.pipeline_id)
+        scope = self._scopes.get(key)
+        if scope is None:
+            return  # loaded from the store when first needed
+        with scope.lock:
+            if record.seq == scope.outcome_cursor + 1:
+                self._fold_outcome(scope, record)
+            elif record.seq > scope.outcome_cursor:
+                self._sync(scope)
+
+    def update_outcome(
+        self,
+        trace_id: str,
+        goal: str,
+        success: bool | None = None,
+        score: float | None = None,
+        failure_reason: str | None = None,
+        failure_category: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Correct the latest outcome of (trace_id, goal) with a late signal.
+
+        Only the fields passed (not None) change; ``metadata`` is merged. The posterior is
+        corrected (old contribution out, new one in), exactly as if the corrected outcome had
+        been reported in the first place.
+
+        Returns:
+            ``{"status": "updated" | "no_changes", "trace_id", "goal", "fields_updated"}``.
+
+        Raises:
+            NotFoundError: no outcome exists for this trace_id and goal.
+        """
+        tenant = self._tenant(tenant)
+        trace_id = validate_trace_id(trace_id)
+        goal = validate_goal(goal)
+        if success is not None and not isinstance(success, bool):
+            raise ValidationError(
+                f"success must be a bool, got {type(success).__name__}", field="success"
+            )
+        changes: dict[str, Any] = {
+            "success": success,
+            "score": validate_score(score),
+            "failure_reason": _optional_text(failure_reason, "failure_reason"),
+            "failure_category": validate_failure_category(failure_category),
+            "metadata": validate_mapping(metadata, "metadata"),
+        }
+        updated: list[str] = []
+
+        def apply(current: OutcomeRecord) -> OutcomeRecord | None:
+            for name in _UPDATABLE:
+                value = changes[name]
+                if value is None:
+                    continue
+                if name == "metadata":
+                    value = {**(current.metadata or {}), **value}
+                if getattr(current, name) != value:
+                    setattr(current, name, value)
+                    updated.append(name)
+            if not updated:
+                return None
+            current.value = current.score if current.score is not None else float(current.success)
+            current.updated_at = time.time()
+            return current
+
+        result = self.store.update_latest_outcome(tenant, goal, trace_id, apply)
+        if result is None:
+            raise NotFoundError(
+                f"no outcome for trace_id {trace_id!r} and goal {goal!r}",
+                goal=goal,
+                trace_id=trace_id,
+            )
+        before, _after, correction = result
+        if correction is not None:
+            scope = self._scopes.get((tenant, goal, before.pipeline_id))
+            if scope is not None:
+                with scope.lock:
+                    if correction.seq == scope.correction_cursor + 1:
+                        self._fold_correction(scope, correction)
+                    else:
+                        self._sync(scope)
+        return {
+            "status": "updated" if updated else "no_changes",
+            "trace_id": trace_id,
+            "goal": goal,
+            "fields_updated": updated,
+        }
+
+    # -- deterministic views -------------------------------------------------------------------
+    def _synced_scope(self, tenant: str, goal: str, pipeline_id: str | None) -> _Scope:
+        scope = self._scope(tenant, goal, validate_pipeline_id(pipeline_id))
+        with scope.lock:
+            self._sync(scope)
+        return scope
+
+    def get_policy(
+        self,
+        goal: str,
+        constraints: Mapping[str, Any] | None = None,
+        window_hours: float | None = None,
+        *,
+        pipeline_id: str | None = None,
+        include_tools: bool = True,
+        include_params: Sequence[str] | None = None,
+        task_type: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """The best path for a goal, deterministically (no sampling), with alternatives.
+
+        Without ``window_hours`` the live posteriors are used (``source: "realtime"``,
+        reflecting detected changes); with it, the outcomes of that window
+        (``source: "historical"``). Under constraints only paths meeting all of them are
+        recommended; when none does, ``recommended_model`` is None and ``reasoning`` says why.
+
+        Raises:
+            NotFoundError: the goal has no outcome data yet.
+        """
+        tenant = self._tenant(tenant)
+        goal = validate_goal(goal)
+        limits = _constraint_args(constraints)
+        if window_hours is not None:
+            window_hours = _window(window_hours)
+        _ = task_type  # accepted for wire compatibility; goals are the task types here
+        states = self._policy_states(tenant, goal, pipeline_id, window_hours)
+        if not any(s.eff_count for s in states):
+            raise NotFoundError(f"no outcome data for goal {goal!r} yet", goal=goal)
+        ranked = self._rank(states, **limits)
+        eligible = [r for r in ranked if r.meets_constraints and r.state.info.enabled]
+        source = "historical" if window_hours is not None else "realtime"
+        base: dict[str, Any] = {
+            "goal": goal,
+            "source": source,
+            "window_hours": window_hours,
+            "constraints": {k: v for k, v in limits.items() if v is not None} or None,
+        }
+        if not eligible:
+            misses = {r.state.info.model_id: list(r.unmet) for r in ranked if r.state.info.enabled}
+            return {
+                **base,
+                "recommended_model": None,
+                "recommended_provider": None,
+                "recommended_path_id": None,
+                "recommended_tool": None,
+                "recommended_params": None,
+                "outcome_success_rate": None,
+                "outcome_sample_count": 0,
+                "confidence": 0.0,
+                "risk_score": 1.0,
+                "reasoning": "no path meets the constraints: "
+                + "; ".join(
+                    f"{model} misses {', '.join(unmet)}" for model, unmet in misses.items()
+                ),
+                "alternatives": [],
+            }
+        best = eligible[0].state
+        params = dict(best.info.params)
+        if include_params is not None:
+            params = {k: v for k, v in params.items() if k in set(include_params)}
+        confidence = _policy_confidence(best, [r.state for r in eligible[1:]])
+        return {
+            **base,
+            "recommended_model": best.info.model_id,
+            "recommended_provider": provider_name(best.info.model_id),
+            "recommended_path_id": best.info.path_id,
+            "recommended_tool": best.info.tool_id if include_tools else None,
+            "recommended_params": params or None,
+            "outcome_success_rate": _rate(best),
+            "outcome_sample_count": best.eff_count,
+            "confidence": confidence,
+            "risk_score": round(1.0 - best.mean * confidence, 4),
+            "reasoning": _reasoning(best, eligible, ranked),
+            "alternatives": [_alternative(r.state) for r in eligible[1:]],
+        }
+
+    def _rank(self, states: Sequence[PathState], **limits: Any) -> list[RankedPath]:
+        """Rank path states (live or windowed) the way the engine ranks them."""
+        ranker = GoalRouter(tuning=self._tuning)
+        # Copies: ranking recomputes tie-set membership, which must not leak into live state.
+        ranker.paths = {s.info.path_id: copy.copy(s) for s in states}
+        return ranker.ranking(**limits)
+
+    def _policy_states(
+        self, tenant: str, goal: str, pipeline_id: str | None, window_hours: float | None
+    ) -> list[PathState]:
+        scope = self._synced_scope(tenant, goal, pipeline_id)
+        with scope.lock:
+            live = list(scope.router.paths.values())
+            if window_hours is None:
+                return live
+            since = time.time() - window_hours * 3600
+            pipeline = validate_pipeline_id(pipeline_id)
+            windowed: dict[str, PathState] = {}
+            for s in live:
+                windowed[s.info.path_id] = PathState(info=s.info, tuning=self._tuning)
+        for outcome in self.store.outcomes_in_window(tenant, goal, since):
+            if outcome.pipeline_id == pipeline and outcome.path_id in windowed:
+                state = windowed[outcome.path_id]
+                state.add(outcome.value)
+                if outcome.cost_usd is not None:
+                    state.cost_sum += outcome.cost_usd
+                    state.cost_n += 1
+                if outcome.latency_ms is not None:
+                    state.latency_sum += outcome.latency_ms
+                    state.latency_n += 1
+        return list(windowed.values())
+
+    def get_alternative(
+        self,
+        goal: str,
+        exclude_models: Sequence[str],
+        constraints: Mapping[str, Any] | None = None,
+        window_hours: float | None = None,
+        *,
+        pipeline_id: str | None = None,
+        task_type: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """The next best path after excluding models that already failed.
+
+        Raises:
+            NoPathAvailableError: every enabled path is excluded (or misses the constraints).
+        """
+        tenant = self._tenant(tenant)
+        goal = validate_goal(goal)
+        excluded = _candidates(exclude_models, field_name="exclude_models")
+        if excluded is None:
+            raise ValidationError(
+                "exclude_models must be a list of model ids", field="exclude_models"
+            )
+        limits = _constraint_args(constraints)
+        if window_hours is not None:
+            window_hours = _window(window_hours)
+        _ = task_type
+        states = [
+            s
+            for s in self._policy_states(tenant, goal, pipeline_id, window_hours)
+            if s.info.enabled and s.info.model_id not in set(excluded)
+        ]
+        ranked = [r for r in self._rank(states, **limits) if r.meets_constraints]
+        if not ranked:
+            raise NoPathAvailableError(
+                f"all paths of goal {goal!r} are exhausted: excluded {sorted(set(excluded))}"
+                + (" or filtered by the constraints" if any(limits.values()) else ""),
+                goal=goal,
+            )
+        best = ranked[0].state
+        return {
+            "goal": goal,
+            "recommended_model": best.info.model_id,
+            "recommended_provider": provider_name(best.info.model_id),
+            "recommended_path_id": best.info.path_id,
+            "recommended_tool": best.info.tool_id,
+            "recommended_params": dict(best.info.params) or None,
+            "outcome_success_rate": _rate(best),
+            "outcome_sample_count": best.eff_count,
+            "confidence": _policy_confidence(best, [r.state for r in ranked[1:]]),
+            "reasoning": (f"next best after excluding {sorted(set(excluded))}: " + _describe(best)),
+            "remaining_alternatives": len(ranked) - 1,
+        }
+
+    def stats(
+        self, goal: str, *, pipeline_id: str | None = None, tenant: str | None = None
+    ) -> dict[str, Any]:
+        """Goal-level routing statistics with per-path performance (live posteriors)."""
+        tenant = self._tenant(tenant)
+        goal = validate_goal(goal)
+        scope = self._synced_scope(tenant, goal, pipeline_id)
+        with scope.lock:
+            router = scope.router
+            states = list(router.paths.values())
+            rows = [_path_stats(s, router.tick) for s in states]
+            total = sum(s.count for s in states)
+            successes = sum(s.successes for s in states)
+        return {
+            "goal": goal,
+            "pipeline_id": scope.pipeline_id or None,
+            "total_outcomes": total,
+            "success_rate": round(successes / total, 4) if total else None,
+            "decisions": router.tick,
+            "config": router.config.to_dict(),
+            "paths": rows,
+        }
+
+    def get_insights(
+        self,
+        goal: str | None = None,
+        window_hours: float = 168,
+        *,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Structured diagnostics per goal (schema_version "1.0"), for a coding agent."""
+        tenant = self._tenant(tenant)
+        window = _window(window_hours)
+        goals = [validate_goal(goal)] if goal is not None else self.store.list_goals(tenant)
+        since = time.time() - window * 3600
+        by_goal: dict[str, list[OutcomeRecord]] = {g: [] for g in goals}
+        for outcome in self.store.outcomes_in_window(tenant, goal, since):
+            by_goal.setdefault(outcome.goal, []).append(outcome)
+        entries = []
+        for name in goals:
+            views = []
+            scope = self._synced_scope(tenant, name, None)
+            with scope.lock:
+                tick = scope.router.tick
+                for state in scope.router.paths.values():
+                    info = state.info
+                    views.append(
+                        PathView(
+                            info.path_id,
+                            info.model_id,
+                            info.tool_id,
+                            dict(info.params),
+                            info.enabled,
+                            state.trend(tick),
+                            state.demoted,
+                        )
+                    )
+                minimum = scope.router.config.min_samples_before_exploit
+            entries.append(goal_insight(name, by_goal[name], views, min_samples=minimum))
+        return {
+            "schema_version": "1.0",
+            "tenant_id": tenant,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "window_hours": window,
+            "goals": entries,
+            "cross_goal_summary": cross_goal_summary(entries),
+        }
+
+
+# -- helpers ----------------------------------------------------------------------------------
+_live: weakref.WeakSet[Intelligence] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for intel in list(_live):
+        try:
+            intel.close()
+        except Exception:  # at exit, one failing instance must not stop the others
+            logger.exception("closing kalibr-core intelligence at exit failed")
+
+
+def _restore(state: PathState, total: PathTotals) -> None:
+    state.successes, state.failures, state.count = total.successes, total.failures, total.count
+    state.eff_successes = total.eff_successes
+    state.eff_failures = total.eff_failures
+    state.eff_count = total.eff_count
+    state.epoch_seq = total.epoch_seq
+    state.cost_sum, state.cost_n = total.cost_sum, total.cost_n
+    state.latency_sum, state.latency_n = total.latency_sum, total.latency_n
+    state.last_outcome_at = total.last_outcome_at
+    state.prime(total.recent_values, total.recent_seqs)
+
+
+def _path_dict(record: PathRecord) -> dict[str, Any]:
+    return {
+        "path_id": record.path_id,
+        "goal": record.goal,
+        "model_id": record.model_id,
+        "tool_id": record.tool_id,
+        "params": dict(record.params),
+        "risk_level": record.risk_level,
+        "enabled": record.enabled,
+    }
+
+
+def _spec_of(record: PathRecord) -> PathSpec:
+    tools = tuple(record.tool_id.split(",")) if record.tool_id else ()
+    return PathSpec(record.goal, record.model_id, tools, record.params)
+
+
+def _candidates(
+    models: Sequence[str] | None, *, field_name: str = "candidate_model_ids"
+) -> list[str] | None:
+    if models is None:
+        return None
+    if isinstance(models, str) or not isinstance(models, Sequence):
+        raise ValidationError(f"{field_name} must be a list of model ids", field=field_name)
+    result = []
+    for model in models:
+        if not isinstance(model, str) or not model:
+            raise ValidationError(
+                f"{field_name} must contain non-empty strings, got {model!r}", field=field_name
+            )
+        result.append(model)
+    return result
+
+
+def _optional_text(value: object, field_name: str, limit: int = 4096) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{field_name} must be a string, got {type(value).__name__}", field=field_name
+        )
+    if len(value) > limit:
+        raise ValidationError(f"{field_name} is longer than {limit} characters", field=field_name)
+    return value
+
+
+def _optional_tool(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return ",".join(sorted(set(value))) or None
+    return _optional_text(value, "tool_id", 512)
+
+
+def _window(hours: object) -> float:
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 3650:
+        raise ValidationError(
+            f"window_hours must be a number of hours > 0 (at most 10 years), got {hours!r}",
+            field="window_hours",
+        )
+    return float(hours)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rate(state: PathState) -> float | None:
+    rate = state.success_rate
+    return None if rate is None else round(rate, 4)
+
+
+def _policy_confidence(best: PathState, others: Sequence[PathState]) -> float:
+    learning = min(1.0, best.eff_count / 20)
+    if not others:
+        return round(learning, 4)
+    rival = max(others, key=lambda s: s.mean)
+    se = math.sqrt(best.std_error() ** 2 + rival.std_error() ** 2)
+    lead = 0.5 * (1 + math.erf((best.mean - rival.mean) / (se * math.sqrt(2))))
+    return round(lead * learning, 4)
+
+
+def _describe(state: PathState) -> str:
+    rate = _rate(state)
+    cost = state.avg_cost
+    text = (
+        f"{state.info.model_id} succeeds {rate:.0%} over {state.eff_count} outcomes"
+        if rate is not None
+        else f"{state.info.model_id} has no outcomes yet"
+    )
+    if cost is not None:
+        text += f", costs ${cost:.6f} per call"
+    return text
+
+
+def _reasoning(best: PathState, eligible: Sequence[Any], ranked: Sequence[Any]) -> str:
+    text = _describe(best)
+    if len(eligible) > 1:
+        runner = eligible[1].state
+        text += f"; next: {_describe(runner)}"
+        if runner.mean > best.mean:
+            text += " (higher success, but within 5 points and more expensive)"
+    excluded = [r for r in ranked if not r.meets_constraints and r.state.info.enabled]
+    if excluded:
+        text += "; excluded by constraints: " + ", ".join(
+            f"{r.state.info.model_id} ({', '.join(r.unmet)})" for r in excluded
+        )
+    return text
+
+
+def _alternative(state: PathState) -> dict[str, Any]:
+    return {
+        "path_id": state.info.path_id,
+        "model_id": state.info.model_id,
+        "tool_id": state.info.tool_id,
+        "params": dict(state.info.params),
+        "success_rate": _rate(state),
+        "sample_count": state.eff_count,
+        "avg_cost_usd": _round(state.avg_cost, 10),
+        "avg_latency_ms": _round(state.avg_latency, 3),
+    }
+
+
+def _path_stats(state: PathState, tick: int) -> dict[str, Any]:
+    info = state.info
+    return {
+        "path_id": info.path_id,
+        "model_id": info.model_id,
+        "tool_id": info.tool_id,
+        "params": dict(info.params),
+        "enabled": info.enabled,
+        "risk_level": info.risk_level,
+        "success_rate": _rate(state),
+        "lifetime_success_rate": (
+            None if state.lifetime_success_rate is None else round(state.lifetime_success_rate, 4)
+        ),
+        "posterior_mean": round(state.mean, 4),
+        "sample_count": state.eff_count,
+        "total_outcomes": state.count,
+        "trend": state.trend(tick),
+        "demoted": state.demoted,
+        "rolled_back": state.rolled_back,
+        "avg_cost_usd": _round(state.avg_cost, 10),
+        "avg_latency_ms": _round(state.avg_latency, 3),
+        "decisions": state.pulls,
+    }
+
+
+def provider_name(model_id: str) -> str:
+    """The provider a model string routes to (prefix, then name conventions)."""
+    if "/" in model_id:
+        prefix = model_id.split("/", 1)[0]
+        if prefix in {"openai", "anthropic", "google", "deepseek", "ollama"}:
+            return prefix
+        return "huggingface"
+    lowered = model_id.lower()
+    for prefixes, name in (
+        (("gpt-", "o1", "o3", "o4", "tts-", "whisper-", "text-embedding-", "chatgpt-"), "openai"),
+        (("claude-",), "anthropic"),
+        (("gemini-",), "google"),
+        (("deepseek-",), "deepseek"),
+        (("eleven_",), "elevenlabs"),
+        (("nova-", "aura-"), "deepgram"),
+    ):
+        if lowered.startswith(prefixes):
+            return name
+    return "openai"

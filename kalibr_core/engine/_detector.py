@@ -1,0 +1,140 @@
+"""Change detection on a path's outcome sequence: a windowed Bernoulli GLR test.
+
+At each outcome the detector compares a few trailing windows (5, 10, 20, ... outcomes) with
+everything observed before them since the last restart. For a window of length ``w`` with mean
+``m2`` after ``n1`` earlier outcomes of mean ``m1`` (overall mean ``m``), the generalised
+likelihood ratio statistic is ``n1 * kl(m1, m) + w * kl(m2, m)``, with ``kl`` the Bernoulli
+Kullback-Leibler divergence (valid for fractional scores too). A statistic above the threshold
+declares a change: a *drop* when ``m2 < m1``, a *rise* otherwise.
+
+Testing a handful of geometric window lengths keeps each update O(number of windows) while
+detecting both abrupt drops (short windows) and slow drifts (long windows). The library
+defaults of Page-Hinkley are far too slow for 0/1 outcomes; this test is calibrated by the
+divergence itself, so paths with different base rates share one threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+_EPS = 1e-9
+
+ChangeKind = Literal["drop", "rise"]
+
+
+def bernoulli_kl(p: float, q: float) -> float:
+    """KL divergence between Bernoulli(p) and Bernoulli(q), with p, q clipped into (0, 1)."""
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    q = min(max(q, _EPS), 1.0 - _EPS)
+    return p * math.log(p / q) + (1.0 - p) * math.log((1.0 - p) / (1.0 - q))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A detected change of a path's mean.
+
+    Attributes:
+        kind: ``"drop"`` or ``"rise"``.
+        window: Length of the trailing window that changed.
+        window_sum: Sum of the outcome values in that window.
+        before_mean: Mean before the window.
+        after_mean: Mean inside the window.
+        statistic: The GLR statistic that crossed the threshold.
+    """
+
+    kind: ChangeKind
+    window: int
+    window_sum: float
+    before_mean: float
+    after_mean: float
+    statistic: float
+
+
+@dataclass(slots=True)
+class ChangeDetector:
+    """Windowed GLR change detector over the outcomes since the last restart.
+
+    Attributes:
+        threshold: The GLR statistic that declares a change.
+        windows: Trailing window lengths, ascending.
+        min_before: Outcomes needed before a window.
+        history: How many recent prefix sums to keep (bounds memory and the longest window).
+    """
+
+    threshold: float
+    windows: tuple[int, ...]
+    min_before: int
+    history: int
+    count: int = 0
+    total: float = 0.0
+    _prefix: deque[float] = field(default_factory=deque)
+    _values: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if not self._prefix:
+            self._prefix.append(0.0)
+
+    def reset(self, keep_last: int = 0) -> None:
+        """Restart detection, keeping the last ``keep_last`` outcomes as the new history."""
+        kept = list(self._values)[-keep_last:] if keep_last > 0 else []
+        self.count = 0
+        self.total = 0.0
+        self._prefix.clear()
+        self._prefix.append(0.0)
+        self._values.clear()
+        for value in kept:
+            self._push(value)
+
+    def recent(self, n: int) -> list[float]:
+        """The last ``n`` outcome values (fewer if fewer were seen since the restart)."""
+        if n <= 0:
+            return []
+        values = list(self._values)
+        return values[-n:]
+
+    def _push(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self._prefix.append(self.total)
+        self._values.append(value)
+        limit = self.history + 1
+        while len(self._prefix) > limit:
+            self._prefix.popleft()
+        while len(self._values) > self.history:
+            self._values.popleft()
+
+    def observe(self, value: float) -> Change | None:
+        """Add an outcome value in [0, 1]; return the change it reveals, if any."""
+        self._push(value)
+        count = self.count
+        total = self.total
+        overall = total / count
+        prefix = self._prefix
+        available = len(prefix) - 1
+        best: Change | None = None
+        for window in self.windows:
+            before = count - window
+            if before < self.min_before or window > available:
+                break
+            window_sum = total - prefix[-1 - window]
+            after_mean = window_sum / window
+            before_mean = (total - window_sum) / before
+            statistic = before * bernoulli_kl(before_mean, overall) + window * bernoulli_kl(
+                after_mean, overall
+            )
+            if statistic > self.threshold and (best is None or statistic > best.statistic):
+                kind: ChangeKind = "drop" if after_mean < before_mean else "rise"
+                best = Change(kind, window, window_sum, before_mean, after_mean, statistic)
+        return best
+
+    def prime(self, values: list[float]) -> None:
+        """Restart with these outcome values as history, without testing them for a change.
+
+        Used when a path's state is rebuilt from a store at start-up.
+        """
+        self.reset()
+        for value in values:
+            self._push(value)

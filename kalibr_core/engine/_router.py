@@ -1,0 +1,430 @@
+"""GoalRouter: the learning state of one routing scope and the selection algorithm over it.
+
+A scope is (tenant, goal, pipeline). Selection, per decision:
+
+1. Eligible paths: enabled, allowed by the task's risk level and the candidate models.
+2. A demoted path (a detected drop, or rolled back below ``rollback_threshold``) whose probe
+   is due is probed; probes back off geometrically so a broken path costs little, yet a
+   recovery is noticed (a detected rise restarts the path and it competes again).
+3. With an explicit ``exploration_rate``, that share of decisions is uniform exploration.
+4. Otherwise Thompson sampling over Beta posteriors of the non-demoted paths. When the sampled
+   winner is the best path or within the cost tie set (success rate confidently within 5 points
+   of the best, with hysteresis), the cheapest member of the set is used (then the fastest):
+   success dominates, cost and latency only break ties.
+
+Each selection keeps the posterior snapshot it was drawn from, so the probability that the
+chosen path would have been chosen (its propensity) can be estimated off the hot path, for
+offline evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from kalibr_core._errors import NoPathAvailableError, NotFoundError
+from kalibr_core.engine._config import EngineTuning, ExplorationConfig
+from kalibr_core.engine._detector import Change
+from kalibr_core.engine._state import PathInfo, PathState
+
+logger = logging.getLogger("kalibr_core.engine")
+
+Reason = Literal["optimal", "cost_optimized", "exploration", "fallback"]
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The engine's choice for one decision.
+
+    Attributes:
+        path_id: The chosen path.
+        reason: ``optimal``, ``cost_optimized``, ``exploration`` or ``fallback`` (learning).
+        exploration: True when the path was chosen to gather information.
+        inputs: The posterior snapshot, for the propensity estimate.
+        confidence: Probability that the chosen path is the best, discounted while learning.
+        success_rate: Posterior mean success rate of the chosen path.
+        sample_count: Outcomes behind that estimate (since its last restart).
+    """
+
+    path_id: str
+    reason: Reason
+    exploration: bool
+    confidence: float
+    success_rate: float
+    sample_count: int
+    inputs: PropensityInputs | None = None
+
+    def propensity(self, rng: np.random.Generator, draws: int = 256) -> float:
+        """Probability that this decision rule would have chosen this path.
+
+        Estimated by repeating the posterior draw (Monte Carlo), so it is computed on demand,
+        off the decision's hot path. Deterministic choices (probes, single paths) give 1.0.
+        """
+        if self.inputs is None:
+            return 1.0
+        return self.inputs.estimate(rng, draws)
+
+
+@dataclass(frozen=True, slots=True)
+class PropensityInputs:
+    """The posterior snapshot a decision was drawn from, to estimate its propensity later."""
+
+    alphas: tuple[float, ...]
+    betas: tuple[float, ...]
+    mapping: tuple[int, ...]
+    rate: float
+    index: int
+    sampled: bool
+
+    def estimate(self, rng: np.random.Generator, draws: int) -> float:
+        """Monte Carlo estimate of P(choice == index) under the same decision rule."""
+        k = len(self.alphas)
+        if k == 1:
+            return 1.0
+        if self.sampled:
+            samples = rng.beta(self.alphas, self.betas, size=(draws, k))
+            chosen = np.asarray(self.mapping)[np.argmax(samples, axis=1)]
+            share = float(np.mean(chosen == self.index))
+        else:
+            share = 1.0
+        return round(self.rate / k + (1.0 - self.rate) * share, 6)
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPath:
+    """A path in a deterministic ranking (policy, alternatives, stats)."""
+
+    state: PathState
+    meets_constraints: bool
+    unmet: tuple[str, ...]
+
+
+class GoalRouter:
+    """Routing state and decisions for one scope. Pure: no I/O; not thread-safe by itself.
+
+    Example:
+        >>> router = GoalRouter(ExplorationConfig())
+        >>> router.add_path(PathInfo("p1", "gpt-4o"))
+        >>> choice = router.select(np.random.default_rng(0))
+        >>> router.observe(choice.path_id, 1.0)
+    """
+
+    def __init__(
+        self, config: ExplorationConfig | None = None, tuning: EngineTuning | None = None
+    ) -> None:
+        self.config = config or ExplorationConfig()
+        self.tuning = tuning or EngineTuning()
+        self.paths: dict[str, PathState] = {}
+        self.tick = 0
+        self.seq = 0
+        self._tie_dirty = True
+
+    # -- paths ---------------------------------------------------------------------------------
+    def add_path(self, info: PathInfo) -> PathState:
+        """Add a path, or refresh its info (idempotent); returns its state."""
+        state = self.paths.get(info.path_id)
+        if state is None:
+            state = PathState(info=info, tuning=self.tuning)
+            self.paths[info.path_id] = state
+        else:
+            state.info = info
+        self._tie_dirty = True
+        return state
+
+    def set_enabled(self, path_id: str, enabled: bool) -> None:
+        """Enable or disable (soft delete) a path."""
+        self._state(path_id).info.enabled = enabled
+        self._tie_dirty = True
+
+    def _state(self, path_id: str) -> PathState:
+        try:
+            return self.paths[path_id]
+        except KeyError:
+            raise NotFoundError(f"unknown path_id {path_id!r}") from None
+
+    # -- learning ------------------------------------------------------------------------------
+    def observe(
+        self,
+        path_id: str,
+        value: float,
+        *,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        now: float | None = None,
+        seq: int | None = None,
+    ) -> Change | None:
+        """Learn from one outcome of value in [0, 1] (1 success, 0 failure, or a score)."""
+        state = self._state(path_id)
+        if seq is None:
+            seq = self.seq
+        self.seq = max(self.seq, seq) + 1
+        change = state.observe(
+            value, seq=seq, tick=self.tick, cost_usd=cost_usd, latency_ms=latency_ms, now=now
+        )
+        if change is not None:
+            logger.info(
+                "path %s (%s): %s detected, %.2f -> %.2f",
+                path_id, state.info.model_id, change.kind, change.before_mean, change.after_mean,
+            )
+        self._check_rollback(state)
+        self._tie_dirty = True
+        return change
+
+    def correct(self, path_id: str, old_value: float, new_value: float, seq: int | None) -> None:
+        """Apply a late correction of one outcome's value."""
+        self._state(path_id).correct(old_value, new_value, seq)
+        self._tie_dirty = True
+
+    def _check_rollback(self, state: PathState) -> None:
+        threshold = self.config.rollback_threshold
+        if state.eff_count < self.config.min_samples_before_exploit:
+            return
+        below = state.mean < threshold
+        if below and not state.rolled_back:
+            others_ok = any(
+                s.mean >= threshold and s.info.enabled
+                for s in self.paths.values()
+                if s is not state
+            )
+            if others_ok:
+                state.rolled_back = True
+                state.demote(self.tick)
+                logger.info("path %s rolled back (%.2f)", state.info.path_id, state.mean)
+        elif not below and state.rolled_back:
+            state.rolled_back = False
+            state.demoted = False
+
+    # -- selection -----------------------------------------------------------------------------
+    def eligible(
+        self,
+        task_risk_level: str = "low",
+        candidate_model_ids: Iterable[str] | None = None,
+        exclude_models: Iterable[str] | None = None,
+    ) -> list[PathState]:
+        """Enabled paths allowed by the risk level, the candidates and the exclusions."""
+        states = [s for s in self.paths.values() if s.info.enabled]
+        if candidate_model_ids is not None:
+            wanted = set(candidate_model_ids)
+            states = [s for s in states if s.info.model_id in wanted]
+        if exclude_models:
+            banned = set(exclude_models)
+            states = [s for s in states if s.info.model_id not in banned]
+        if task_risk_level == "medium":
+            allowed = [s for s in states if s.info.risk_level != "high"]
+            states = allowed or states
+        elif task_risk_level == "high":
+            allowed = [s for s in states if s.info.risk_level == "low"]
+            states = allowed or states
+        return states
+
+    def select(
+        self,
+        rng: np.random.Generator,
+        *,
+        task_risk_level: str = "low",
+        candidate_model_ids: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> Selection:
+        """Choose a path for one decision and advance the decision clock.
+
+        Raises:
+            NoPathAvailableError: no enabled path matches (none registered, all disabled, or
+                none among ``candidate_model_ids``).
+        """
+        states = self.eligible(task_risk_level, candidate_model_ids)
+        if not states:
+            raise NoPathAvailableError(
+                "no enabled path is available"
+                + (f" among models {list(candidate_model_ids)}" if candidate_model_ids else "")
+            )
+        self.tick += 1
+        may_explore = task_risk_level != "high" or self.config.exploration_on_high_risk
+        if may_explore:
+            probe = self._due_probe(states, now)
+            if probe is not None:
+                probe.pulls += 1
+                return self._selection(probe, "exploration", True, None, None)
+        active = [s for s in states if not s.demoted] or states
+        if self._tie_dirty:
+            self._refresh_tie_set()
+        k = len(active)
+        alphas = [s.eff_successes + 1.0 for s in active]
+        betas = [s.eff_failures + 1.0 for s in active]
+        means = [a / (a + b) for a, b in zip(alphas, betas, strict=True)]
+        best = max(range(k), key=means.__getitem__)
+        mapping = self._tie_mapping(active, best)
+        rate = (self.config.exploration_rate or 0.0) if may_explore else 0.0
+        if k == 1:
+            index, exploration = 0, False
+        elif rate > 0.0 and rng.random() < rate:
+            index, exploration = int(rng.integers(k)), True
+        elif may_explore:
+            theta = rng.beta(alphas, betas)
+            winner = int(np.argmax(theta))
+            index = winner
+            if mapping is not None:
+                # The cheaper tie member replaces the winner unless this draw says the winner
+                # is more than the margin better: the costlier paths keep being verified.
+                target = mapping[winner]
+                if theta[winner] - theta[target] <= self.tuning.tie_margin:
+                    index = target
+            exploration = index != best and not active[index].in_tie_set
+        else:
+            index = mapping[best] if mapping is not None else best
+            exploration = False
+        state = active[index]
+        state.pulls += 1
+        if exploration:
+            reason: Reason = "exploration"
+        else:
+            reason = self._reason(state, active[best], k == 1)
+        inputs = PropensityInputs(
+            tuple(alphas), tuple(betas), tuple(mapping or range(k)), rate, index, may_explore
+        )
+        runner_up = max((means[i] for i in range(k) if i != index), default=None)
+        return self._selection(state, reason, exploration, inputs, runner_up)
+
+    def _reason(self, state: PathState, best: PathState, single: bool) -> Reason:
+        if state.eff_count < self.config.min_samples_before_exploit or (
+            best.eff_count < self.config.min_samples_before_exploit
+        ):
+            return "fallback"
+        if state is not best and not single:
+            return "cost_optimized"
+        return "optimal"
+
+    def _selection(
+        self,
+        state: PathState,
+        reason: Reason,
+        exploration: bool,
+        inputs: PropensityInputs | None,
+        runner_up: float | None,
+    ) -> Selection:
+        learning = min(1.0, state.eff_count / self.config.min_samples_before_exploit)
+        mean = state.mean
+        if runner_up is None:
+            lead = 1.0
+        else:
+            # Normal approximation of P(chosen beats the strongest competitor).
+            se = math.sqrt(state.std_error() ** 2 + runner_up * (1.0 - runner_up) / 50.0)
+            lead = 0.5 * (1.0 + math.erf((mean - runner_up) / (se * math.sqrt(2.0))))
+        return Selection(
+            path_id=state.info.path_id,
+            reason=reason,
+            exploration=exploration,
+            confidence=round(lead * learning, 4),
+            success_rate=round(mean, 4),
+            sample_count=state.eff_count,
+            inputs=inputs,
+        )
+
+    def _due_probe(self, states: list[PathState], now: float | None) -> PathState | None:
+        stale_after = self.config.staleness_days * _DAY
+        for state in states:
+            if state.demoted and self.tick >= state.next_probe_tick:
+                state.schedule_probe(self.tick)
+                return state
+            if (
+                now is not None
+                and state.last_outcome_at is not None
+                and now - state.last_outcome_at > stale_after
+                and (state.last_probe_at is None or now - state.last_probe_at > stale_after)
+            ):
+                state.last_probe_at = now
+                return state
+        return None
+
+    # -- cost tie-break ------------------------------------------------------------------------
+    def _refresh_tie_set(self) -> None:
+        """Update tie-set membership with hysteresis (called lazily after new outcomes)."""
+        t = self.tuning
+        minimum = max(self.config.min_samples_before_exploit, t.tie_min_samples)
+        ready = []
+        for s in self.paths.values():
+            if s.info.enabled and not s.demoted and s.eff_count >= minimum:
+                ready.append(s)
+            else:
+                s.in_tie_set = False
+        self._tie_dirty = False
+        if len(ready) < 2:
+            for s in ready:
+                s.in_tie_set = False
+            return
+        best = max(ready, key=lambda s: s.mean)
+        best_se2 = best.std_error() ** 2
+        best.in_tie_set = False
+        for s in ready:
+            if s is best:
+                continue
+            gap = best.mean - s.mean
+            se = math.sqrt(best_se2 + s.std_error() ** 2)
+            if s.in_tie_set:
+                if gap + t.tie_exit_z * se > t.tie_margin:
+                    s.in_tie_set = False
+            elif gap + t.tie_enter_z * se <= t.tie_margin:
+                s.in_tie_set = True
+
+    def _tie_mapping(self, active: list[PathState], best: int) -> list[int] | None:
+        """Map each sampled winner to the path actually used (None: identity)."""
+        members = [i for i, s in enumerate(active) if s.in_tie_set]
+        if not members:
+            return None
+        group = [best, *members]
+        target = min(group, key=lambda i: self._cost_key(active[i], i == best))
+        mapping = list(range(len(active)))
+        for i in group:
+            mapping[i] = target
+        return mapping
+
+    @staticmethod
+    def _cost_key(state: PathState, is_best: bool) -> tuple[float, float, int]:
+        cost = state.avg_cost
+        latency = state.avg_latency
+        return (
+            cost if cost is not None else math.inf,
+            latency if latency is not None else math.inf,
+            0 if is_best else 1,
+        )
+
+    # -- deterministic views -------------------------------------------------------------------
+    def ranking(
+        self,
+        states: Iterable[PathState] | None = None,
+        *,
+        max_cost_usd: float | None = None,
+        max_latency_ms: float | None = None,
+        min_quality: float | None = None,
+    ) -> list[RankedPath]:
+        """Paths best first: by success rate, cost breaking ties within the tie set.
+
+        Paths with outcomes rank before paths without. Each entry says whether it meets the
+        constraints and, if not, which ones it misses.
+        """
+        if self._tie_dirty:
+            self._refresh_tie_set()
+        pool = list(states if states is not None else self.paths.values())
+        ordered = sorted(pool, key=lambda s: (s.eff_count == 0, -s.mean))
+        if ordered and any(s.in_tie_set for s in ordered):
+            head = [ordered[0], *[s for s in ordered[1:] if s.in_tie_set]]
+            head.sort(key=lambda s: self._cost_key(s, s is ordered[0]))
+            ordered = head + [s for s in ordered if s not in head]
+        ranked = []
+        for s in ordered:
+            unmet: list[str] = []
+            cost, latency = s.avg_cost, s.avg_latency
+            if max_cost_usd is not None and (cost is None or cost > max_cost_usd):
+                unmet.append("max_cost_usd")
+            if max_latency_ms is not None and (latency is None or latency > max_latency_ms):
+                unmet.append("max_latency_ms")
+            rate = s.success_rate
+            if min_quality is not None and (rate is None or rate < min_quality):
+                unmet.append("min_quality")
+            ranked.append(RankedPath(s, not unmet, tuple(unmet)))
+        return ranked

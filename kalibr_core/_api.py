@@ -17,7 +17,6 @@ from kalibr_core._intelligence import DEFAULT_TENANT, Intelligence
 from kalibr_core.store import Store
 
 
-
 class _Default:
     """Holds the process-wide Intelligence (created lazily, replaced by configure)."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import dataclasses
 import logging
 import math
 import threading
@@ -424,9 +425,13 @@ class Intelligence:
         candidate_model_ids: Sequence[str] | None = None,
         pipeline_id: str | None = None,
         *,
+        exploration_rate: float | None = None,
         tenant: str | None = None,
     ) -> dict[str, Any]:
         """Choose a path for one call of this goal.
+
+        ``exploration_rate`` overrides the goal's configured rate for this decision only
+        (what a Router created with ``exploration_rate=`` uses).
 
         Returns:
             ``trace_id`` (32 lowercase hex), ``path_id``, ``model_id``, ``tool_id``,
@@ -442,22 +447,30 @@ class Intelligence:
         risk = validate_risk_level(task_risk_level, field_name="task_risk_level")
         pipeline = validate_pipeline_id(pipeline_id)
         candidates = _candidates(candidate_model_ids)
+        if exploration_rate is not None:
+            ExplorationConfig(exploration_rate=exploration_rate)  # validates the rate
         scope = self._scope(tenant, goal, pipeline)
         now = time.time()
         with scope.lock:
             if time.monotonic() - scope.last_sync > self.sync_interval_s:
                 self._sync(scope)
-            if not scope.router.paths:
+            router = scope.router
+            if not router.paths:
                 raise NoPathAvailableError(
                     f"goal {goal!r} has no registered path; register_path() first", goal=goal
                 )
+            config = router.config
+            if exploration_rate is not None and exploration_rate != config.exploration_rate:
+                router.config = dataclasses.replace(config, exploration_rate=exploration_rate)
             try:
-                selection = scope.router.select(
+                selection = router.select(
                     scope.rng, task_risk_level=risk, candidate_model_ids=candidates, now=now
                 )
             except NoPathAvailableError as exc:
                 raise NoPathAvailableError(f"goal {goal!r}: {exc.message}", goal=goal) from None
-            info = scope.router.paths[selection.path_id].info
+            finally:
+                router.config = config
+            info = router.paths[selection.path_id].info
         trace_id = new_trace_id()
         record = DecisionRecord(
             tenant,

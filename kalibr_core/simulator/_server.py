@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -487,7 +488,7 @@ class ProviderSimulator:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.02},
             name=f"kalibr-simulator:{server.server_address[1]}",
             daemon=True,
         )
@@ -742,7 +743,11 @@ class _Server(ThreadingHTTPServer):
                 logger.debug("closing a connection: %s", exc)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("simulator connection from %s failed", client_address)
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("connection from %s ended: %s", client_address, error)
+        else:
+            logger.exception("simulator connection from %s failed", client_address)
 
 
 Route = Callable[["_Handler", _Request], None]
@@ -824,7 +829,7 @@ class _Handler(BaseHTTPRequestHandler):
             _route(self, request)
         except _HttpError as error:
             self._send_error(error)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+        except OSError as exc:
             logger.debug("client went away: %s", exc)
             self.close_connection = True
         except Exception as exc:
@@ -853,7 +858,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(body)
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+        except OSError as exc:
             logger.debug("client went away before the response: %s", exc)
             self.close_connection = True
 
@@ -880,7 +885,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+        except OSError as exc:
             logger.debug("client left the stream: %s", exc)
             self.close_connection = True
 
@@ -1344,7 +1349,11 @@ def _anthropic_conversation(payload: Mapping[str, Any]) -> tuple[tasks.Conversat
             tool_mode = "required"
         elif kind == "tool" and isinstance(choice.get("name"), str):
             tool_mode, forced = "required", choice["name"]
-    schema_format = payload.get("output_format")
+    # Structured outputs: ``output_config.format`` (current API) or ``output_format`` (beta).
+    config = payload.get("output_config")
+    schema_format = (
+        config.get("format") if isinstance(config, Mapping) else payload.get("output_format")
+    )
     json_schema = (
         schema_format.get("schema")
         if isinstance(schema_format, Mapping) and isinstance(schema_format.get("schema"), Mapping)

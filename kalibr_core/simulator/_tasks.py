@@ -1125,20 +1125,20 @@ def _png_rows(data: bytes, needed: int) -> bytes | None:
     for _ in range(height):
         if len(rgb) >= needed or position + 1 + stride > len(raw):
             break
-        kind = raw[position]
+        row_filter = raw[position]
         line = bytearray(raw[position + 1 : position + 1 + stride])
         position += 1 + stride
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
             b = previous[i]
             c = previous[i - channels] if i >= channels else 0
-            if kind == 1:
+            if row_filter == 1:
                 line[i] = (line[i] + a) & 0xFF
-            elif kind == 2:
+            elif row_filter == 2:
                 line[i] = (line[i] + b) & 0xFF
-            elif kind == 3:
+            elif row_filter == 3:
                 line[i] = (line[i] + ((a + b) >> 1)) & 0xFF
-            elif kind == 4:
+            elif row_filter == 4:
                 line[i] = (line[i] + _paeth(a, b, c)) & 0xFF
         previous = line
         for x in range(width):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import math
@@ -342,9 +343,7 @@ def test_openai_injected_http_errors(
 
 
 def test_openai_timeout_raises_api_timeout_error(sim: ProviderSimulator) -> None:
-    client = openai.OpenAI(
-        base_url=sim.openai_base_url, api_key="sim", max_retries=0, timeout=0.15
-    )
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0, timeout=0.15)
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(model="slow", messages=ARITHMETIC)
@@ -374,7 +373,9 @@ def test_raw_http_errors_use_openai_shape(sim: ProviderSimulator) -> None:
     auth = {"authorization": "Bearer sim"}
     unauthenticated = httpx.post(f"{url}/chat/completions", json={"model": "m", "messages": []})
     missing_messages = httpx.post(f"{url}/chat/completions", json={"model": "m"}, headers=auth)
-    missing_model = httpx.post(f"{url}/chat/completions", json={"messages": ARITHMETIC}, headers=auth)
+    missing_model = httpx.post(
+        f"{url}/chat/completions", json={"messages": ARITHMETIC}, headers=auth
+    )
     unknown_route = httpx.post(f"{url}/nothing-here", json={}, headers=auth)
     bad_json = httpx.post(f"{url}/chat/completions", content=b"{nope", headers=auth)
 
@@ -865,12 +866,10 @@ def test_same_seed_same_behaviour_other_seed_differs() -> None:
         with ProviderSimulator(models=script, seed=seed) as sim:
             client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
             for i in range(40):
-                try:
+                with contextlib.suppress(openai.RateLimitError):
                     client.chat.completions.create(
                         model="coin", messages=[{"role": "user", "content": f"What is {i} + 1?"}]
                     )
-                except openai.RateLimitError:
-                    pass
             client.close()
             return [(r.outcome, r.correct) for r in sim.records("coin")]
 

@@ -1,0 +1,142 @@
+"""Running scenarios over seeds, in worker processes, with every policy on the same draws."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks._environment import Environment
+from benchmarks._metrics import Trace, run_metrics
+from benchmarks._policies import (
+    KalibrPolicy,
+    Learner,
+    MabwiserPolicy,
+    ThompsonPolicy,
+    chain_choices,
+    drive,
+    random_choices,
+)
+from benchmarks._scenarios import BY_ID, Scenario
+
+logger = logging.getLogger("benchmarks")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A chunk of seeds of one scenario."""
+
+    scenario_id: str
+    horizon: int
+    seeds: tuple[int, ...]
+    policies: tuple[str, ...]
+    mabwiser_seeds: int
+
+    @property
+    def weight(self) -> float:
+        """Rough cost, to schedule the longest tasks first."""
+        learners = sum(p in ("kalibr", "ts") for p in self.policies)
+        return self.horizon * len(self.seeds) * (1 + learners) * BY_ID[self.scenario_id].instance.k
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Metrics of one policy on one seed of one scenario."""
+
+    scenario_id: str
+    policy: str
+    seed: int
+    metrics: dict[str, float]
+    seconds: float
+
+
+def _rng(scenario_id: str, seed: int, policy: str) -> np.random.Generator:
+    return np.random.default_rng(
+        [zlib.crc32(scenario_id.encode()), seed, zlib.crc32(policy.encode())]
+    )
+
+
+def run_seed(
+    scenario: Scenario, seed: int, horizon: int, policies: Iterable[str], *, mabwiser: bool
+) -> list[RunResult]:
+    """Run every policy on one seeded environment of the scenario."""
+    env = Environment.draw(scenario.instance, horizon, scenario.id, seed)
+    observed = env.binarised if scenario.binarise and env.binarised is not None else env.values
+    results = []
+    for policy in policies:
+        if policy == "mabwiser" and not mabwiser:
+            continue
+        start = time.perf_counter()
+        rng = _rng(scenario.id, seed, policy)
+        changes: list[tuple[int, int, str]] = []
+        if policy == "oracle":
+            choices = env.oracle
+        elif policy == "chain":
+            choices = chain_choices(env, scenario.order())
+        elif policy == "random":
+            choices = random_choices(env, rng)
+        else:
+            learner: Learner
+            if policy == "kalibr":
+                kalibr = KalibrPolicy(env.costs, rng)
+                learner, changes = kalibr, kalibr.changes
+            elif policy == "ts":
+                learner = ThompsonPolicy(env.mu.shape[1], rng)
+            elif policy == "mabwiser":
+                learner = MabwiserPolicy(env.mu.shape[1], seed)
+            else:
+                raise ValueError(f"unknown policy {policy!r}")
+            choices = drive(learner, observed, scenario.delay, scenario.batch)
+        metrics = run_metrics(scenario, env, Trace(choices, changes))
+        results.append(
+            RunResult(scenario.id, policy, seed, metrics, time.perf_counter() - start)
+        )
+    return results
+
+
+def run_task(task: Task) -> list[RunResult]:
+    """Run one chunk of seeds (the unit of work of a worker process)."""
+    scenario = BY_ID[task.scenario_id]
+    results: list[RunResult] = []
+    for seed in task.seeds:
+        results.extend(
+            run_seed(scenario, seed, task.horizon, task.policies,
+                     mabwiser=seed < task.mabwiser_seeds)
+        )
+    return results
+
+
+def make_tasks(
+    scenarios: list[Scenario],
+    seeds: int,
+    horizon_of: dict[str, int],
+    mabwiser_seeds: int,
+    chunk: int,
+) -> list[Task]:
+    """Split each scenario's seeds into chunks, longest tasks first."""
+    tasks = []
+    for scenario in scenarios:
+        for lo in range(0, seeds, chunk):
+            chunk_seeds = tuple(range(lo, min(seeds, lo + chunk)))
+            tasks.append(
+                Task(scenario.id, horizon_of[scenario.id], chunk_seeds, scenario.policies,
+                     mabwiser_seeds)
+            )
+    tasks.sort(key=lambda t: t.weight, reverse=True)
+    return tasks
+
+
+def execute(tasks: list[Task], workers: int) -> Iterator[list[RunResult]]:
+    """Run tasks in ``workers`` processes (1: in this process), yielding results as they end."""
+    if workers <= 1:
+        for task in tasks:
+            yield run_task(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        yield from pool.imap_unordered(run_task, tasks)

@@ -89,6 +89,7 @@ class _Scope:
     correction_cursor: int = 0
     last_sync: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    pending: list[OutcomeRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,29 +177,74 @@ class Intelligence:
         self._scopes_lock = threading.Lock()
         self._pending: list[tuple[DecisionRecord, Selection]] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._issued: OrderedDict[tuple[str, str], _Issued] = OrderedDict()
         self._flush_rng = np.random.default_rng(self._seeds.spawn(1)[0])
         self._flusher: threading.Thread | None = None
+        self._outbox: list[OutcomeRecord] = []
+        self._outbox_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
+        self._path_cache: dict[tuple[str, str], tuple[float, list[PathRecord]]] = {}
         _live.add(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write buffered decisions now (outcomes are never buffered)."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        if not pending:
-            return
-        for record, selection in pending:
-            record.propensity = selection.propensity(self._flush_rng)
-        self.store.record_decisions(record for record, _ in pending)
+        """Write queued outcomes (``report_outcome(wait=False)``) and buffered decisions now.
+
+        Raises:
+            StoreError: the store cannot take them; they stay queued and are retried.
+        """
+        self._drain_outbox()
+        # One flush at a time: a flush returning while the background flusher still writes
+        # the batch it took would leave decisions unwritten after flush() (and the propensity
+        # generator is not thread-safe).
+        with self._flush_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, []
+            if not pending:
+                return
+            for (record, _), propensity in zip(
+                pending,
+                estimate_propensities([sel for _, sel in pending], self._flush_rng),
+                strict=True,
+            ):
+                record.propensity = propensity
+            try:
+                self.store.record_decisions(record for record, _ in pending)
+            except Exception:
+                with self._pending_lock:
+                    self._pending = pending + self._pending
+                raise
+
+    def _drain_outbox(self) -> None:
+        with self._write_lock:
+            with self._outbox_lock:
+                batch, self._outbox = self._outbox, []
+            if not batch:
+                return
+            try:
+                self.store.record_outcomes(batch)
+            except Exception:
+                with self._outbox_lock:
+                    self._outbox = batch + self._outbox
+                raise
+            for record in batch:
+                self._apply_stored(record)
+
+    def pending_outcomes(self) -> int:
+        """Outcomes queued by ``report_outcome(wait=False)`` and not yet stored."""
+        with self._outbox_lock:
+            return len(self._outbox)
 
     def close(self) -> None:
         """Flush and release the store (if this object opened it). Idempotent."""
         if self._closed:
             return
         self._stop.set()
+        self._wake.set()
         if self._flusher is not None:
             self._flusher.join(timeout=5)
         self.flush()
@@ -214,16 +260,26 @@ class Intelligence:
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None:
-            thread = threading.Thread(target=self._flush_loop, name="kalibr-flush", daemon=True)
-            self._flusher = thread
-            thread.start()
+            with self._pending_lock:
+                if self._flusher is None:
+                    thread = threading.Thread(
+                        target=self._flush_loop, name="kalibr-writer", daemon=True
+                    )
+                    self._flusher = thread
+                    thread.start()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        """Background writer: queued outcomes as soon as they arrive, decisions in batches."""
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
             try:
                 self.flush()
-            except Exception:  # the loop must survive a transient store error; it retries
-                logger.exception("writing buffered decisions failed; will retry")
+            except Exception:  # keep running: what failed stays queued and is retried
+                logger.exception(
+                    "writing %d queued outcome(s) and buffered decisions failed; will retry",
+                    self.pending_outcomes(),
+                )
 
     def _tenant(self, tenant: str | None) -> str:
         return self.tenant if tenant is None else validate_goal(tenant, field_name="tenant")
@@ -254,6 +310,10 @@ class Intelligence:
             state = router.paths.get(total.path_id)
             if state is not None:
                 _restore(state, total)
+        # A rollback is derived from the statistics, not stored: derive it again after a
+        # restart, or a failing path would be back in exploitation (and never probed).
+        for state in router.paths.values():
+            router._check_rollback(state)
         rng = np.random.default_rng(self._seeds.spawn(1)[0])
         return _Scope(
             tenant,
@@ -274,23 +334,42 @@ class Intelligence:
         """Fold outcomes and corrections other processes stored since the scope's cursors."""
         store = self.store
         router = scope.router
+        scope.pending.clear()  # the log holds them too
         for record in store.list_paths(scope.tenant, scope.goal, include_disabled=True):
             info = _path_info(record)
             known = router.paths.get(info.path_id)
             if known is None or known.info.enabled != info.enabled:
                 router.add_path(info)
+        # Stored outcomes carry their *current* value: a correction committed before an
+        # outcome was read here is already part of what was folded and must not count again.
+        folded: dict[int, float] = {}
         while True:
             batch = store.outcomes_since(
                 scope.tenant, scope.goal, scope.pipeline_id, scope.outcome_cursor
             )
             for outcome in batch:
                 self._fold_outcome(scope, outcome)
+                folded[outcome.seq] = outcome.value
             if len(batch) < 10_000:
                 break
         for correction in store.corrections_since(
             scope.tenant, scope.goal, scope.pipeline_id, scope.correction_cursor
         ):
-            self._fold_correction(scope, correction)
+            seq = correction.outcome_seq
+            if seq > scope.outcome_cursor:
+                # Not folded yet: it will be read later with this correction applied.
+                scope.correction_cursor = max(scope.correction_cursor, correction.seq)
+            elif seq in folded:
+                # Read during this sync: apply only the corrections made after that read.
+                # A value's corrections form a chain (old -> new), so applying the chain from
+                # the first link that starts at the value read gives the current value.
+                if folded[seq] == correction.old_value:
+                    self._fold_correction(scope, correction)
+                    folded[seq] = correction.new_value
+                else:
+                    scope.correction_cursor = max(scope.correction_cursor, correction.seq)
+            else:
+                self._fold_correction(scope, correction)
         scope.last_sync = time.monotonic()
 
     def _fold_outcome(self, scope: _Scope, outcome: OutcomeRecord) -> None:
@@ -352,6 +431,7 @@ class Intelligence:
         """Register an already normalised path (what Router uses)."""
         tenant = self._tenant(tenant)
         record, created = self.store.register_path(tenant, spec)
+        self._path_cache.pop((tenant, spec.goal), None)
         for scope in self._loaded_scopes(tenant, spec.goal):
             with scope.lock:
                 scope.router.add_path(_path_info(record))
@@ -383,6 +463,7 @@ class Intelligence:
         record = self.store.set_path_enabled(tenant, path_id, enabled)
         if record is None:
             raise NotFoundError(f"no path {path_id!r} for tenant {tenant!r}")
+        self._path_cache.pop((tenant, record.goal), None)
         for scope in self._loaded_scopes(tenant, record.goal):
             with scope.lock:
                 scope.router.add_path(_path_info(record))
@@ -454,6 +535,8 @@ class Intelligence:
         with scope.lock:
             if time.monotonic() - scope.last_sync > self.sync_interval_s:
                 self._sync(scope)
+            elif scope.pending:
+                self._drain(scope)
             router = scope.router
             if not router.paths:
                 raise NoPathAvailableError(
@@ -526,8 +609,14 @@ class Intelligence:
         output_tokens: int | None = None,
         pipeline_id: str | None = None,
         tenant: str | None = None,
+        wait: bool = True,
     ) -> dict[str, Any]:
-        """Record what happened; durable when this returns.
+        """Record what happened; durable when this returns (with ``wait=True``).
+
+        With ``wait=False`` the outcome is validated and attributed now, then queued for the
+        background writer, which stores it within milliseconds (group commit); ``flush()``
+        and interpreter exit store what is queued. The Router reports this way so routing
+        adds almost no latency to a call.
 
         ``score`` (clamped to [0, 1]) counts as ``score`` successes and ``1 - score``
         failures; with only a score, ``success = score >= 0.5``. Trace ids this service never
@@ -557,8 +646,14 @@ class Intelligence:
             pipeline_id,
             tenant,
         )
-        self.store.record_outcomes([record])
-        self._apply_stored(record)
+        if wait:
+            self.store.record_outcomes([record])
+            self._apply_stored(record)
+        else:
+            with self._outbox_lock:
+                self._outbox.append(record)
+            self._ensure_flusher()
+            self._wake.set()
         return {
             "status": "accepted",
             "trace_id": record.trace_id,
@@ -661,7 +756,7 @@ class Intelligence:
             return None, pipeline
         matches = [
             r
-            for r in self.store.list_paths(tenant, goal, include_disabled=True)
+            for r in self._goal_paths(tenant, goal)
             if _spec_of(r).matches(model_id, tool_id, params)
         ]
         if len(matches) > 1:
@@ -678,16 +773,37 @@ class Intelligence:
         )
         return None, pipeline
 
+    def _goal_paths(self, tenant: str, goal: str) -> list[PathRecord]:
+        """The goal's paths, cached for ``sync_interval_s`` (the same bounded staleness)."""
+        key = (tenant, goal)
+        cached = self._path_cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] <= self.sync_interval_s:
+            return cached[1]
+        records = self.store.list_paths(tenant, goal, include_disabled=True)
+        self._path_cache[key] = (now, records)
+        return records
+
     def _apply_stored(self, record: OutcomeRecord) -> None:
+        """Queue a stored outcome for its scope; the next decision folds it (cheap report)."""
         key = (record.tenant, record.goal, record.pipeline_id)
         scope = self._scopes.get(key)
         if scope is None:
             return  # loaded from the store when first needed
         with scope.lock:
-            if record.seq == scope.outcome_cursor + 1:
-                self._fold_outcome(scope, record)
-            elif record.seq > scope.outcome_cursor:
-                self._sync(scope)
+            scope.pending.append(record)
+
+    def _drain(self, scope: _Scope) -> None:
+        """Fold this process's queued outcomes in log order; read the log on a gap."""
+        pending = sorted(scope.pending, key=lambda r: r.seq)
+        scope.pending.clear()
+        for record in pending:
+            if record.seq <= scope.outcome_cursor:
+                continue  # already folded by a sync
+            if record.prev_seq != scope.outcome_cursor:
+                self._sync(scope)  # another process wrote in between: fold from the log
+                return
+            self._fold_outcome(scope, record)
 
     def update_outcome(
         self,
@@ -757,9 +873,12 @@ class Intelligence:
             scope = self._scopes.get((tenant, goal, before.pipeline_id))
             if scope is not None:
                 with scope.lock:
-                    if correction.seq == scope.correction_cursor + 1:
+                    if (
+                        correction.seq == scope.correction_cursor + 1
+                        and correction.outcome_seq <= scope.outcome_cursor
+                    ):
                         self._fold_correction(scope, correction)
-                    else:
+                    else:  # the outcome itself (or earlier corrections) not folded yet
                         self._sync(scope)
         return {
             "status": "updated" if updated else "no_changes",
@@ -1010,6 +1129,39 @@ class Intelligence:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+PROPENSITY_DRAWS = 128
+
+
+def estimate_propensities(
+    selections: Sequence[Selection], rng: np.random.Generator, draws: int = PROPENSITY_DRAWS
+) -> list[float]:
+    """Monte Carlo propensities of many decisions at once (one numpy draw per path count).
+
+    Each decision is re-drawn ``draws`` times from the posterior snapshot it was made from;
+    its propensity is the share of draws that lead to the same path (plus the uniform
+    exploration share). Deterministic choices (probes, a single path) have propensity 1.
+    """
+    result = [1.0] * len(selections)
+    groups: dict[int, list[int]] = {}
+    for position, selection in enumerate(selections):
+        inputs = selection.inputs
+        if inputs is not None and len(inputs.alphas) > 1:
+            groups.setdefault(len(inputs.alphas), []).append(position)
+    for k, positions in groups.items():
+        snapshots = [selections[p].inputs for p in positions]
+        alphas = np.array([s.alphas for s in snapshots if s is not None])
+        betas = np.array([s.betas for s in snapshots if s is not None])
+        mapping = np.array([s.mapping for s in snapshots if s is not None])
+        samples = rng.beta(alphas[:, None, :], betas[:, None, :], size=(len(positions), draws, k))
+        chosen = np.take_along_axis(mapping, np.argmax(samples, axis=2), axis=1)
+        for row, position in enumerate(positions):
+            inputs = selections[position].inputs
+            assert inputs is not None
+            share = float(np.mean(chosen[row] == inputs.index)) if inputs.sampled else 1.0
+            result[position] = round(inputs.rate / k + (1.0 - inputs.rate) * share, 6)
+    return result
+
+
 _live: weakref.WeakSet[Intelligence] = weakref.WeakSet()
 
 

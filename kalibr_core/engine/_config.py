@@ -102,6 +102,12 @@ class EngineTuning:
         detector_history: Outcomes kept per path for change detection and trends.
         probe_first: Decisions after a demotion before a demoted path is first probed.
         probe_max_interval: The longest interval between two probes of a demoted path.
+        recovery_threshold: CUSUM log-likelihood ratio at which a demoted path's probes say
+            it is back at the best path's level. While the evidence is promising (a quarter of
+            the way there), the next probe comes ``probe_first`` decisions later.
+        recovery_trial: Outcomes a recovered path stays on trial.
+        recovery_trial_threshold: The reversed CUSUM threshold at which a path on trial is
+            demoted again (a false recovery).
         tie_min_samples: Outcomes both paths need before they may tie on cost.
     """
 
@@ -110,8 +116,11 @@ class EngineTuning:
     tie_exit_z: float = 0.0
     tie_min_samples: int = 100
     detector_threshold: float = 11.0
-    detector_windows: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
+    detector_windows: tuple[int, ...] = (10, 20, 40, 80, 160)
     detector_min_before: int = 20
     detector_history: int = 320
     probe_first: int = 25
-    probe_max_interval: int = 250
+    probe_max_interval: int = 400
+    recovery_threshold: float = 4.0
+    recovery_trial: int = 30
+    recovery_trial_threshold: float = 4.5

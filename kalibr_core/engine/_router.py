@@ -164,8 +164,24 @@ class GoalRouter:
         if seq is None:
             seq = self.seq
         self.seq = max(self.seq, seq) + 1
+        reference = None
+        if state.demoted:
+            reference = max(
+                (
+                    s.mean
+                    for s in self.paths.values()
+                    if s is not state and s.info.enabled and not s.demoted
+                ),
+                default=None,
+            )
         change = state.observe(
-            value, seq=seq, tick=self.tick, cost_usd=cost_usd, latency_ms=latency_ms, now=now
+            value,
+            seq=seq,
+            tick=self.tick,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            now=now,
+            reference=reference,
         )
         if change is not None:
             logger.info(
@@ -196,9 +212,6 @@ class GoalRouter:
                 state.rolled_back = True
                 state.demote(self.tick)
                 logger.info("path %s rolled back (%.2f)", state.info.path_id, state.mean)
-        elif not below and state.rolled_back:
-            state.rolled_back = False
-            state.demoted = False
 
     # -- selection -----------------------------------------------------------------------------
     def eligible(

@@ -70,8 +70,14 @@ class PathState:
     last_outcome_at: float | None = None
     last_probe_at: float | None = None
     pulls: int = 0
+    recovery_score: float = 0.0
+    trial_left: int = 0
     detector: ChangeDetector = field(init=False)
     _seqs: deque[int] = field(init=False)
+    _run_sum: float = 0.0
+    _run_n: int = 0
+    _trial_score: float = 0.0
+    _levels: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         t = self.tuning
@@ -140,8 +146,13 @@ class PathState:
         cost_usd: float | None,
         latency_ms: float | None,
         now: float | None,
+        reference: float | None = None,
     ) -> Change | None:
-        """Record a new outcome and run change detection. Returns the change, if any."""
+        """Record a new outcome and run change detection. Returns the change, if any.
+
+        ``reference`` is the success rate of the best path in exploitation; a demoted path's
+        outcomes (its probes) are tested against it for a recovery.
+        """
         self.add(value)
         if cost_usd is not None:
             self.cost_sum += cost_usd
@@ -155,7 +166,13 @@ class PathState:
         change = self.detector.observe(value)
         if change is not None:
             self._restart(change, tick)
-        return change
+            return change
+        if self.demoted:
+            if reference is not None:
+                return self._test_recovery(value, reference, tick)
+        elif self.trial_left > 0:
+            return self._test_trial(value, tick)
+        return None
 
     def _restart(self, change: Change, tick: int) -> None:
         """Keep only the changed window as the path's effective statistics."""
@@ -169,6 +186,7 @@ class PathState:
         self.last_change = change
         self.last_change_tick = tick
         self.in_tie_set = False
+        self.trial_left = 0
         if change.kind == "drop":
             self.demote(tick)
         else:
@@ -178,9 +196,89 @@ class PathState:
     def demote(self, tick: int) -> None:
         """Take the path out of exploitation; it is probed at a growing interval."""
         if not self.demoted:
+            self._reset_recovery()
+            self.trial_left = 0
             self.demoted = True
+            self.in_tie_set = False
             self.probe_interval = self.tuning.probe_first
             self.next_probe_tick = tick + self.probe_interval
+
+    # -- recovery of a demoted path ------------------------------------------------------------
+    def _reset_recovery(self) -> None:
+        self.recovery_score = 0.0
+        self._run_sum = 0.0
+        self._run_n = 0
+
+    def _test_recovery(self, value: float, reference: float, tick: int) -> Change | None:
+        """CUSUM test of a demoted path's probes: back to the reference level, or still low?
+
+        Each outcome adds the log-likelihood ratio of "succeeds at ``reference``" (the best path
+        in exploitation) against "succeeds at its own rate since the drop"; the path recovers
+        when the sum, floored at zero, exceeds ``recovery_threshold``. A handful of consecutive
+        successes suffice after a deep drop (.90 to .30), which keeps probing cheap.
+        """
+        high = min(reference, 0.99)
+        low = min(max(self.mean, 0.02), high - 0.1)
+        if low <= 0.0:
+            return None
+        llr = value * math.log(high / low) + (1.0 - value) * math.log((1.0 - high) / (1.0 - low))
+        score = self.recovery_score + llr
+        if score <= 0.0:
+            self._reset_recovery()
+            return None
+        self.recovery_score = score
+        self._run_sum += value
+        self._run_n += 1
+        threshold = self.tuning.recovery_threshold
+        if score <= threshold:
+            if score >= 0.25 * threshold:
+                # Promising evidence: the next probe is worth more, so it comes sooner.
+                self.next_probe_tick = min(self.next_probe_tick, tick + self.tuning.probe_first)
+            return None
+        return self._recover(low, high, tick)
+
+    def _recover(self, low: float, high: float, tick: int) -> Change:
+        """Back in exploitation, on trial, with the probes of the winning run as statistics."""
+        run_n, run_sum = self._run_n, self._run_sum
+        change = Change("rise", run_n, run_sum, low, run_sum / run_n, self.recovery_score)
+        self.eff_successes = run_sum
+        self.eff_failures = run_n - run_sum
+        self.eff_count = run_n
+        seqs = list(self._seqs)[-run_n:]
+        self.epoch_seq = seqs[0] if seqs else -1
+        self.detector.reset(keep_last=run_n)
+        self.demoted = False
+        self.rolled_back = False
+        self.last_change = change
+        self.last_change_tick = tick
+        self.trial_left = self.tuning.recovery_trial
+        self._trial_score = 0.0
+        self._levels = (low, high)
+        self._reset_recovery()
+        return change
+
+    def _test_trial(self, value: float, tick: int) -> Change | None:
+        """The reverse test while on trial: a false recovery is demoted again within a few
+        outcomes, before the change detector has the history to notice it."""
+        self.trial_left -= 1
+        low, high = self._levels
+        llr = value * math.log(low / high) + (1.0 - value) * math.log((1.0 - low) / (1.0 - high))
+        self._trial_score = max(0.0, self._trial_score + llr)
+        if self._trial_score <= self.tuning.recovery_trial_threshold:
+            return None
+        n = self.tuning.recovery_trial - self.trial_left
+        recent = self.detector.recent(n)
+        change = Change("drop", n, sum(recent), high, sum(recent) / max(1, len(recent)),
+                        self._trial_score)
+        self.trial_left = 0
+        self.last_change = change
+        self.last_change_tick = tick
+        # Back to probing at the interval reached before the false recovery.
+        self._reset_recovery()
+        self.demoted = True
+        self.in_tie_set = False
+        self.next_probe_tick = tick + max(self.probe_interval, self.tuning.probe_first)
+        return change
 
     def correct(self, old_value: float, new_value: float, seq: int | None) -> None:
         """Replace one outcome's value: remove the old contribution, add the new one.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalibr_core.router._modalities import HF_TASKS
 from kalibr_core.router._outcomes import classify_error
 from kalibr_core.router._pricing import speech_cost, token_cost, transcription_cost
 from kalibr_core.router._providers import PROVIDERS, ProviderTarget, resolve_provider
@@ -22,6 +23,7 @@ from kalibr_core.router._types import (
 
 __all__ = [
     "DEFAULT_TOOLS",
+    "HF_TASKS",
     "PROVIDERS",
     "AsyncRoutedStream",
     "ChatCompletion",

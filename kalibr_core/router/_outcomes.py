@@ -31,6 +31,8 @@ _CONTEXT_MARKERS = (
     "context window",
     "too many tokens",
     "prompt is too long",
+    "`inputs` must have less than",  # Hugging Face TGI (HTTP 422)
+    "`inputs` tokens + `max_new_tokens`",
 )
 
 
@@ -52,7 +54,7 @@ def classify_error(exc: BaseException) -> tuple[str, type[ProviderError]]:
         return "rate_limited", RateLimitedError
     if status in (401, 403) or "authentication" in name or "permission" in name:
         return "auth_error", AuthenticationError
-    if (status in (400, 413) or "badrequest" in name) and any(
+    if (status in (400, 413, 422) or "badrequest" in name) and any(
         marker in message for marker in _CONTEXT_MARKERS
     ):
         return "context_exceeded", ContextExceededError
@@ -118,8 +120,12 @@ class TraceBook:
     def end_episode(self) -> None:
         """Forget the current context's episode (after a report)."""
         episodes = self._episodes.get({})
-        if self._key in episodes:
-            self._episodes.set({k: v for k, v in episodes.items() if k != self._key})
+        if episodes.get(self._key):
+            self._episodes.set({**episodes, self._key: ()})
+
+    def has_history(self) -> bool:
+        """Whether the current context made any call through this router (reported or not)."""
+        return self._key in self._episodes.get({})
 
     def claim(self, trace: Trace, outcome: str) -> bool:
         """Mark a trace reported; False if it already was (a second report is ignored)."""

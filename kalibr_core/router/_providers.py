@@ -19,6 +19,7 @@ hide from learning what happened.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Mapping
@@ -176,33 +177,55 @@ def _max_retries() -> int:
 
 
 class ClientCache:
-    """SDK clients shared across calls and threads, one per (sdk, async, URL, key)."""
+    """SDK clients shared across calls and threads, one per (sdk, async, URL, key).
+
+    Async clients are also per event loop: their connection pool belongs to the loop that
+    opened it, and reusing it from another loop (a second ``asyncio.run``) fails.
+    """
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[str, bool, str | None, str | None], Any] = {}
+        self._clients: dict[
+            tuple[str, bool, str | None, str | None, int],
+            tuple[asyncio.AbstractEventLoop | None, Any],
+        ] = {}
         self._lock = threading.Lock()
 
     def get(self, target: ProviderTarget, *, is_async: bool = False) -> Any:
         """The (cached) SDK client for a target."""
         key = target.api_key()
-        cache_key = (target.sdk, is_async, target.base_url, key)
-        client = self._clients.get(cache_key)
-        if client is None:
+        loop = _running_loop() if is_async else None
+        cache_key = (target.sdk, is_async, target.base_url, key, id(loop))
+        entry = self._clients.get(cache_key)
+        if entry is None or entry[0] is not loop:
             with self._lock:
-                client = self._clients.get(cache_key)
-                if client is None:
-                    client = _make_client(target, key, is_async)
-                    self._clients[cache_key] = client
-        return client
+                entry = self._clients.get(cache_key)
+                if entry is None or entry[0] is not loop:
+                    # Clients of closed loops can never be used again.
+                    for stale in [k for k, (old, _) in self._clients.items() if _closed(old)]:
+                        del self._clients[stale]
+                    entry = (loop, _make_client(target, key, is_async))
+                    self._clients[cache_key] = entry
+        return entry[1]
 
     def close(self) -> None:
         """Close the sync clients (async ones close with their event loop)."""
         with self._lock:
             clients, self._clients = self._clients, {}
-        for (_sdk, is_async, _url, _key), client in clients.items():
+        for (_sdk, is_async, _url, _key, _loop), (_, client) in clients.items():
             closer = getattr(client, "close", None)
             if not is_async and callable(closer):
                 closer()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _closed(loop: asyncio.AbstractEventLoop | None) -> bool:
+    return loop is not None and loop.is_closed()
 
 
 def _require(module: str, extra: str) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -43,6 +44,7 @@ from kalibr_core._errors import (
     ValidationError,
 )
 from kalibr_core._intelligence import Intelligence
+from kalibr_core.router import _modalities
 from kalibr_core.router._chat import (
     ACHAT,
     ASTREAM,
@@ -63,6 +65,8 @@ from kalibr_core.router._types import (
     ChoiceDelta,
     ChunkChoice,
     Message,
+    SpeechResult,
+    TranscriptionResult,
     Usage,
 )
 
@@ -93,6 +97,9 @@ class Router:
             bleed into each other).
         intelligence: The Intelligence to use (default: the process-wide one).
         tools: The tool registry resolving tool names (default: the global one).
+        durable_reports: Wait until each outcome is durable before returning. By default
+            outcomes go to the Intelligence's background writer (stored within milliseconds,
+            flushed by :meth:`flush` and at exit), so routing adds almost no latency.
 
     Example:
         >>> router = Router(goal="extract_company", paths=["gpt-4o", "claude-sonnet-4-20250514"],
@@ -115,6 +122,7 @@ class Router:
         *,
         intelligence: Intelligence | None = None,
         tools: ToolRegistry | None = None,
+        durable_reports: bool = False,
     ) -> None:
         import os
 
@@ -152,6 +160,7 @@ class Router:
         self.exploration_rate = exploration_rate
         self.session_id = session_id or os.environ.get("KALIBR_SESSION_ID") or None
         self.prefer_cached = bool(prefer_cached)
+        self.durable_reports = bool(durable_reports)
         self.pipeline_id = validate_pipeline_id(pipeline_id) or None
         self._intel_override = intelligence
         self._tools = tools or DEFAULT_TOOLS
@@ -178,7 +187,7 @@ class Router:
         try:
             for spec in self.paths:
                 self.intelligence.register_spec(spec)
-        except KalibrError as exc:  # fail open: routing still works on the first path
+        except Exception as exc:  # fail open: routing still works on the first path
             logger.warning("registering the paths of %s failed (%s); continuing", self.goal, exc)
 
     def _begin(self, force_model: str | None) -> Trace:
@@ -238,10 +247,7 @@ class Router:
         trace.provider = target.provider
         params: dict[str, Any] = {**spec.params, **kwargs}
         if max_tokens is not None:
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise ValidationError(
-                    "max_tokens must be a positive integer", field="max_tokens", goal=self.goal
-                )
+            _check_max_tokens(max_tokens, self.goal)
             params["max_tokens"] = max_tokens
         if "tools" not in kwargs and spec.tools:
             params["tools"] = self._tools.resolve(
@@ -277,6 +283,7 @@ class Router:
             ConfigurationError: the path's provider has no API key or a tool is unknown.
         """
         _check_messages(messages, self.goal)
+        _check_max_tokens(max_tokens, self.goal)
         stream = bool(kwargs.pop("stream", False))
         trace = self._begin(force_model)
         target, params = self._prepare_or_fail(trace, max_tokens, kwargs)
@@ -299,6 +306,7 @@ class Router:
     ) -> Any:
         """Async form of :meth:`completion` (``stream=True`` gives an async iterator)."""
         _check_messages(messages, self.goal)
+        _check_max_tokens(max_tokens, self.goal)
         stream = bool(kwargs.pop("stream", False))
         trace = self._begin(force_model)
         target, params = self._prepare_or_fail(trace, max_tokens, kwargs)
@@ -312,7 +320,7 @@ class Router:
             result = await ACHAT[target.sdk](client, target, messages, params)
         except Exception as exc:
             error = self._measure_failure(trace, exc, started)
-            await asyncio.to_thread(self._record, trace, False, None, error[0], str(exc))
+            await asyncio.to_thread(self._record, trace, False, None, error[0], str(exc)[:1000])
             raise error[1] from exc
         return await asyncio.to_thread(self._finish, trace, result, started, target)
 
@@ -448,14 +456,25 @@ class Router:
                 )
             traces = [trace]
         else:
-            traces = self._book.episode()
+            episode = self._book.episode()
             self._book.end_episode()
-            if not traces:
+            if not episode and not self._book.has_history():
                 raise KalibrError(
                     "report() called before any completion() in this thread/task: call "
                     "completion() first, or pass trace_id=response.kalibr_trace_id",
                     goal=self.goal,
                 )
+            # Calls already reported (automatically, as failures, or by trace_id) keep their
+            # outcome; a report that covers no other call is a second report, and is ignored.
+            traces = [trace for trace in episode if not trace.reported]
+            if not traces:
+                message = (
+                    f"the calls of goal {self.goal} in this thread/task were already reported; "
+                    "this report is ignored"
+                )
+                warnings.warn(message, UserWarning, stacklevel=2)
+                logger.warning(message)
+                return
         firsts: dict[str, Trace] = {}
         for trace in traces:
             firsts.setdefault(trace.path.path_id, trace)
@@ -511,7 +530,7 @@ class Router:
             pending, self._unsent = [*self._unsent, *outcomes], []
         for index, outcome in enumerate(pending):
             try:
-                self.intelligence.report_outcome(**outcome)
+                self.intelligence.report_outcome(**outcome, wait=self.durable_reports)
             except ValidationError:
                 logger.exception("outcome %s rejected as invalid", outcome["trace_id"])
             except Exception as exc:  # keep it and retry: outcomes are never dropped silently
@@ -527,10 +546,113 @@ class Router:
                 return
 
     def flush(self) -> int:
-        """Retry outcomes that could not be stored; returns how many are still pending."""
+        """Store every outcome now; returns how many are still pending (backend down).
+
+        Retries outcomes the backend refused earlier, then flushes the Intelligence's queue.
+        """
         self._send([])
+        try:
+            self.intelligence.flush()
+        except KalibrError as exc:
+            logger.error("flushing the outcomes of %s failed: %s", self.goal, exc)
         with self._unsent_lock:
-            return len(self._unsent)
+            return len(self._unsent) + self.intelligence.pending_outcomes()
+
+    # -- other modalities (implemented in _modalities.py) ---------------------------------------
+    def execute(self, task: str, input_data: Any, **kwargs: Any) -> Any:
+        """A routed HuggingFace task (``InferenceClient``), with the same outcome loop.
+
+        Every path is a HuggingFace model id. With ``HF_BASE_URL`` (a deployment of the
+        HuggingFace inference router layout) the call goes to
+        ``{HF_BASE_URL}/models/{model}/pipeline/{task}``; without it ``huggingface_hub``
+        resolves the bare model id online.
+
+        Args:
+            task: One of :data:`HF_TASKS` (``"summarization"``, ``"text_to_image"``...).
+            input_data: A text (text tasks; a list of texts for ``feature_extraction``),
+                messages or a prompt (``chat_completion``), ``{"table", "query"}``
+                (``table_question_answering``), or bytes / a file path / a URL (audio and
+                image tasks; a PIL image too for image tasks).
+            **kwargs: ``force_model``, or keyword arguments of the ``InferenceClient`` method
+                (they win over the path's ``params``).
+
+        Returns:
+            The SDK's native result (``SummarizationOutput``, a PIL image, a numpy array, a
+            list of labels...). ``success_when`` / ``score_when`` get a text form of it, per
+            task as listed in ``kalibr_core.router._modalities`` (the text answer, or the
+            result as JSON); report manually with :meth:`report` (this thread's calls).
+
+        Raises:
+            ValidationError: unknown task (the message lists the 17), bad input or keyword;
+                nothing is routed.
+            ConfigurationError: a path is not a HuggingFace model, or the SDK is missing.
+            ProviderError: the provider call failed (reported; the SDK error is chained).
+        """
+        return _modalities.execute(self, task, input_data, kwargs)
+
+    async def aexecute(self, task: str, input_data: Any, **kwargs: Any) -> Any:
+        """Async form of :meth:`execute` (``huggingface_hub.AsyncInferenceClient``)."""
+        return await _modalities.aexecute(self, task, input_data, kwargs)
+
+    def synthesize(self, text: str, voice: str = "alloy", **kwargs: Any) -> SpeechResult:
+        """Routed text-to-speech: OpenAI TTS, ElevenLabs, Deepgram Aura or HuggingFace.
+
+        Args:
+            text: The text to speak.
+            voice: The voice (OpenAI's names; an ElevenLabs voice id). A path's
+                ``params["voice"]`` wins, since voices are provider-specific.
+            **kwargs: ``force_model``, or arguments of the provider's call
+                (``response_format``, ``speed``, ElevenLabs ``output_format``...).
+
+        Returns:
+            A :class:`SpeechResult` (``audio`` bytes, ``format``, ``cost_usd`` from the
+            characters spoken, ``kalibr_trace_id``). ``success_when`` / ``score_when`` get
+            ``{"format", "bytes", "characters"}`` as JSON (``""`` for no audio).
+
+        Raises:
+            ValidationError: empty text or voice; nothing is routed.
+            ConfigurationError: a path needs ``kalibr-core[voice]``, or a key is missing.
+            ProviderError: the provider call failed (reported; the SDK error is chained).
+        """
+        return _modalities.synthesize(self, text, voice, kwargs)
+
+    async def asynthesize(self, text: str, voice: str = "alloy", **kwargs: Any) -> SpeechResult:
+        """Async form of :meth:`synthesize`."""
+        return await _modalities.asynthesize(self, text, voice, kwargs)
+
+    def transcribe(
+        self,
+        audio: bytes | str | os.PathLike[str],
+        audio_duration_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> TranscriptionResult:
+        """Routed speech-to-text: OpenAI Whisper / gpt-4o-transcribe, Deepgram Nova or HF.
+
+        Args:
+            audio: Audio bytes or the path of an audio file.
+            audio_duration_seconds: The audio's length, for the cost estimate (default: the
+                duration the provider reports, if any).
+            **kwargs: ``force_model``, or arguments of the provider's call (``language``,
+                ``prompt``, ``response_format``...).
+
+        Returns:
+            A :class:`TranscriptionResult`; ``success_when`` / ``score_when`` get its text.
+
+        Raises:
+            ValidationError: audio is not bytes or a file path, or is empty; nothing is routed.
+            ConfigurationError: a path needs ``kalibr-core[voice]``, or a key is missing.
+            ProviderError: the provider call failed (reported; the SDK error is chained).
+        """
+        return _modalities.transcribe(self, audio, audio_duration_seconds, kwargs)
+
+    async def atranscribe(
+        self,
+        audio: bytes | str | os.PathLike[str],
+        audio_duration_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> TranscriptionResult:
+        """Async form of :meth:`transcribe`."""
+        return await _modalities.atranscribe(self, audio, audio_duration_seconds, kwargs)
 
     # -- integrations --------------------------------------------------------------------------
     def as_langchain(self, **kwargs: Any) -> Any:
@@ -680,6 +802,14 @@ def _check_messages(messages: object, goal: str) -> None:
                 field="messages",
                 goal=goal,
             )
+
+
+def _check_max_tokens(max_tokens: object, goal: str) -> None:
+    # Checked before deciding: a rejected call must leave no trace to report against.
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ValidationError("max_tokens must be a positive integer", field="max_tokens", goal=goal)
 
 
 def _finite(value: float | None) -> float | None:

@@ -43,7 +43,9 @@ class OutcomeRecord:
     """One reported outcome. ``value`` is what the posterior learned (score, else 0/1).
 
     ``seq`` is assigned by the store: a global, increasing sequence number that orders the
-    outcome log every process folds in the same order.
+    outcome log every process folds in the same order. ``prev_seq`` (also set by the store) is
+    the seq of the scope's previous outcome: a process whose view of the scope ends exactly
+    there can apply this outcome without reading the log.
     """
 
     tenant: str
@@ -67,6 +69,7 @@ class OutcomeRecord:
     created_at: float
     updated_at: float | None = None
     seq: int = 0
+    prev_seq: int = 0
 
 
 @dataclass(slots=True)

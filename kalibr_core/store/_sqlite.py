@@ -59,7 +59,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             tenant TEXT NOT NULL, goal TEXT NOT NULL, config TEXT NOT NULL,
             updated_at REAL NOT NULL, PRIMARY KEY (tenant, goal))""",
         """CREATE TABLE IF NOT EXISTS outcomes (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             tenant TEXT NOT NULL, goal TEXT NOT NULL, pipeline_id TEXT NOT NULL,
             trace_id TEXT NOT NULL, path_id TEXT, model_id TEXT, tool_id TEXT, params TEXT,
             success INTEGER NOT NULL, score REAL, value REAL NOT NULL,
@@ -68,11 +68,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             created_at REAL NOT NULL, updated_at REAL)""",
         "CREATE INDEX IF NOT EXISTS outcomes_trace ON outcomes (tenant, goal, trace_id)",
         "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (tenant, goal, pipeline_id, seq)",
-        "CREATE INDEX IF NOT EXISTS outcomes_path ON outcomes (tenant, goal, pipeline_id, path_id,"
-        " seq)",
         "CREATE INDEX IF NOT EXISTS outcomes_time ON outcomes (tenant, created_at)",
         """CREATE TABLE IF NOT EXISTS corrections (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, outcome_seq INTEGER NOT NULL,
+            seq INTEGER PRIMARY KEY, outcome_seq INTEGER NOT NULL,
             tenant TEXT NOT NULL, goal TEXT NOT NULL, pipeline_id TEXT NOT NULL, path_id TEXT,
             old_value REAL NOT NULL, new_value REAL NOT NULL, created_at REAL NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS corrections_scope ON corrections (tenant, goal, pipeline_id,"
@@ -84,6 +82,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             count INTEGER NOT NULL DEFAULT 0,
             cost_sum REAL NOT NULL DEFAULT 0, cost_n INTEGER NOT NULL DEFAULT 0,
             latency_sum REAL NOT NULL DEFAULT 0, latency_n INTEGER NOT NULL DEFAULT 0,
+            eff_successes REAL NOT NULL DEFAULT 0, eff_failures REAL NOT NULL DEFAULT 0,
+            eff_count INTEGER NOT NULL DEFAULT 0,
             epoch_seq INTEGER NOT NULL DEFAULT -1, last_outcome_at REAL,
             PRIMARY KEY (tenant, goal, pipeline_id, path_id))""",
         """CREATE TABLE IF NOT EXISTS decisions (
@@ -112,12 +112,16 @@ _INSERT_OUTCOME: Final = (
 
 _UPSERT_STATS: Final = (
     "INSERT INTO path_stats (tenant, goal, pipeline_id, path_id, successes, failures, count,"
-    " cost_sum, cost_n, latency_sum, latency_n, last_outcome_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cost_sum, cost_n, latency_sum, latency_n, last_outcome_at, eff_successes, eff_failures,"
+    " eff_count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (tenant, goal, pipeline_id, path_id) DO UPDATE SET"
     " successes = path_stats.successes + excluded.successes,"
     " failures = path_stats.failures + excluded.failures,"
     " count = path_stats.count + excluded.count,"
+    " eff_successes = path_stats.eff_successes + excluded.eff_successes,"
+    " eff_failures = path_stats.eff_failures + excluded.eff_failures,"
+    " eff_count = path_stats.eff_count + excluded.eff_count,"
     " cost_sum = path_stats.cost_sum + excluded.cost_sum,"
     " cost_n = path_stats.cost_n + excluded.cost_n,"
     " latency_sum = path_stats.latency_sum + excluded.latency_sum,"
@@ -220,11 +224,27 @@ class SqliteStore:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
+                # Checkpoints (and their fsyncs) run in a background thread, off the path of
+                # report_outcome; see _checkpoint_loop.
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.path != ":memory:":
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop,
+                args=(busy_timeout_s,),
+                name="kalibr-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
         self._closed = False
+        self._queue: list[_Job] = []
+        self._queue_lock = threading.Lock()
+        self._writing = False
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -280,12 +300,38 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             raise
 
+    def _checkpoint_loop(self, busy_timeout_s: float, interval_s: float = 1.0) -> None:
+        """Copy the WAL into the database every second (PASSIVE: never blocks writers)."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        except sqlite3.Error:
+            logger.exception(
+                "the checkpoint thread cannot open %s; SQLite will grow the WAL", self.path
+            )
+            return
+        try:
+            while not self._stop.wait(interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # busy or locked: the next round retries
+                    logger.debug("checkpoint of %s skipped: %s", self.path, exc)
+        finally:
+            conn.close()
+
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Checkpoint and close the connection (idempotent)."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join(timeout=5)
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    logger.debug("final checkpoint of %s skipped: %s", self.path, exc)
+            self._conn.close()
 
     def health(self) -> dict[str, Any]:
         """The store's state, for the health endpoint."""
@@ -473,13 +519,47 @@ class SqliteStore:
 
     # -- outcomes ------------------------------------------------------------------------------
     def record_outcomes(self, outcomes: Sequence[OutcomeRecord]) -> list[int]:
-        """Persist outcomes in one transaction; assigns and returns their ``seq``.
+        """Persist outcomes; assigns and returns their ``seq``.
 
-        Durable (per the store's ``synchronous`` setting) when this returns.
+        Durable (per the store's ``synchronous`` setting) when this returns. Concurrent callers
+        share transactions (group commit): the first caller writes everything queued while it
+        held the write lock and wakes the others, so threads reporting at once pay for one
+        commit instead of one each.
         """
-        seqs: list[int] = []
+        job = _Job(list(outcomes))
+        with self._queue_lock:
+            self._queue.append(job)
+            leader = not self._writing
+            self._writing = self._writing or leader
+        if not leader:
+            job.done.wait()
+        else:
+            while True:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._writing = False
+                        break
+                try:
+                    self._write_outcomes(batch)
+                except StoreError as exc:
+                    for queued in batch:
+                        queued.error = exc
+                finally:
+                    for queued in batch:
+                        queued.done.set()
+        if job.error is not None:
+            raise job.error
+        return [o.seq for o in job.outcomes]
+
+    def _write_outcomes(self, jobs: Sequence[_Job]) -> None:
         with self._write() as conn:
-            for o in outcomes:
+            for o in (o for job in jobs for o in job.outcomes):
+                o.prev_seq = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE tenant = ? AND goal = ?"
+                    " AND pipeline_id = ?",
+                    (o.tenant, o.goal, o.pipeline_id),
+                ).fetchone()[0]
                 cursor = conn.execute(
                     _INSERT_OUTCOME,
                     (
@@ -508,7 +588,6 @@ class SqliteStore:
                 seq = cursor.lastrowid
                 assert seq is not None
                 o.seq = seq
-                seqs.append(seq)
                 if o.path_id is not None:
                     conn.execute(
                         _UPSERT_STATS,
@@ -525,9 +604,11 @@ class SqliteStore:
                             o.latency_ms or 0.0,
                             int(o.latency_ms is not None),
                             o.created_at,
+                            o.value,
+                            1.0 - o.value,
+                            1,
                         ),
                     )
-        return seqs
 
     def update_latest_outcome(
         self,
@@ -598,9 +679,22 @@ class SqliteStore:
                     after.value,
                 )
                 conn.execute(
-                    "UPDATE path_stats SET successes = successes + ?, failures = failures - ?"
+                    "UPDATE path_stats SET successes = successes + ?, failures = failures - ?,"
+                    " eff_successes = eff_successes + CASE WHEN ? >= epoch_seq THEN ? ELSE 0 END,"
+                    " eff_failures = eff_failures - CASE WHEN ? >= epoch_seq THEN ? ELSE 0 END"
                     " WHERE tenant = ? AND goal = ? AND pipeline_id = ? AND path_id = ?",
-                    (delta, delta, tenant, goal, before.pipeline_id, before.path_id),
+                    (
+                        delta,
+                        delta,
+                        before.seq,
+                        delta,
+                        before.seq,
+                        delta,
+                        tenant,
+                        goal,
+                        before.pipeline_id,
+                        before.path_id,
+                    ),
                 )
         return before, after, correction
 
@@ -632,12 +726,40 @@ class SqliteStore:
     def set_epoch(
         self, tenant: str, goal: str, pipeline_id: str, path_id: str, epoch_seq: int
     ) -> None:
-        """Remember where a path's current epoch (since its last detected change) starts."""
+        """Start a path's new epoch (after a detected change) at ``epoch_seq``.
+
+        The epoch's statistics are recomputed from the outcomes since ``epoch_seq`` in the same
+        transaction, so increments by other processes are neither lost nor counted twice; every
+        process folding the log detects the same change, so the update is idempotent.
+        """
         with self._write() as conn:
             conn.execute(
-                "UPDATE path_stats SET epoch_seq = MAX(epoch_seq, ?) WHERE tenant = ? AND goal = ?"
-                " AND pipeline_id = ? AND path_id = ?",
-                (epoch_seq, tenant, goal, pipeline_id, path_id),
+                "UPDATE path_stats SET epoch_seq = ?,"
+                " eff_successes = (SELECT COALESCE(SUM(value), 0) FROM outcomes o"
+                "  WHERE o.tenant = path_stats.tenant AND o.goal = path_stats.goal"
+                "  AND o.pipeline_id = path_stats.pipeline_id AND o.seq >= ?"
+                "  AND o.path_id = path_stats.path_id),"
+                " eff_failures = (SELECT COALESCE(SUM(1 - value), 0) FROM outcomes o"
+                "  WHERE o.tenant = path_stats.tenant AND o.goal = path_stats.goal"
+                "  AND o.pipeline_id = path_stats.pipeline_id AND o.seq >= ?"
+                "  AND o.path_id = path_stats.path_id),"
+                " eff_count = (SELECT COUNT(*) FROM outcomes o"
+                "  WHERE o.tenant = path_stats.tenant AND o.goal = path_stats.goal"
+                "  AND o.pipeline_id = path_stats.pipeline_id AND o.seq >= ?"
+                "  AND o.path_id = path_stats.path_id)"
+                " WHERE tenant = ? AND goal = ? AND pipeline_id = ? AND path_id = ?"
+                " AND epoch_seq < ?",
+                (
+                    epoch_seq,
+                    epoch_seq,
+                    epoch_seq,
+                    epoch_seq,
+                    tenant,
+                    goal,
+                    pipeline_id,
+                    path_id,
+                    epoch_seq,
+                ),
             )
 
     def load_scope(
@@ -662,17 +784,12 @@ class SqliteStore:
             ).fetchone()[0]
             stats = conn.execute(
                 "SELECT path_id, successes, failures, count, cost_sum, cost_n, latency_sum,"
-                " latency_n, epoch_seq, last_outcome_at FROM path_stats WHERE tenant = ?"
-                " AND goal = ? AND pipeline_id = ?",
+                " latency_n, epoch_seq, last_outcome_at, eff_successes, eff_failures, eff_count"
+                " FROM path_stats WHERE tenant = ? AND goal = ? AND pipeline_id = ?",
                 (tenant, goal, pipeline_id),
             ).fetchall()
             for row in stats:
                 path_id, epoch = row[0], row[8]
-                eff = conn.execute(
-                    "SELECT COALESCE(SUM(value), 0), COUNT(*) FROM outcomes WHERE tenant = ?"
-                    " AND goal = ? AND pipeline_id = ? AND path_id = ? AND seq >= ?",
-                    (tenant, goal, pipeline_id, path_id, epoch),
-                ).fetchone()
                 recent = conn.execute(
                     "SELECT value, seq FROM outcomes WHERE tenant = ? AND goal = ?"
                     " AND pipeline_id = ? AND path_id = ? AND seq >= ? ORDER BY seq DESC"
@@ -686,9 +803,9 @@ class SqliteStore:
                         successes=row[1],
                         failures=row[2],
                         count=row[3],
-                        eff_successes=float(eff[0]),
-                        eff_failures=float(eff[1] - eff[0]),
-                        eff_count=int(eff[1]),
+                        eff_successes=float(row[10]),
+                        eff_failures=float(row[11]),
+                        eff_count=int(row[12]),
                         epoch_seq=epoch,
                         cost_sum=row[4],
                         cost_n=row[5],
@@ -723,6 +840,17 @@ class SqliteStore:
             args.append(goal)
         with self._read() as conn:
             return int(conn.execute(query, args).fetchone()[0])
+
+
+class _Job:
+    """Outcomes waiting for a group commit, and how it went."""
+
+    __slots__ = ("done", "error", "outcomes")
+
+    def __init__(self, outcomes: list[OutcomeRecord]) -> None:
+        self.outcomes = outcomes
+        self.done = threading.Event()
+        self.error: StoreError | None = None
 
 
 def _jsonable_extra(extra: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Speed benchmarks of kalibr-core (decide latency, outcome throughput, Router overhead)."""

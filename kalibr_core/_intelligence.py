@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -158,7 +159,7 @@ class Intelligence:
 
     def __init__(
         self,
-        store: Store | str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         *,
         tenant: str = DEFAULT_TENANT,
         sync_interval_s: float = 0.5,
@@ -166,8 +167,12 @@ class Intelligence:
         seed: int | None = None,
         tuning: EngineTuning | None = None,
     ) -> None:
-        self.store: Store = store if isinstance(store, Store) else open_store(store)
-        self._owns_store = not isinstance(store, Store)
+        if store is None or isinstance(store, str | os.PathLike):
+            self.store: Store = open_store(store)
+            self._owns_store = True
+        else:
+            self.store = store
+            self._owns_store = False
         self.tenant = validate_goal(tenant, field_name="tenant")
         self.sync_interval_s = sync_interval_s
         self.flush_interval_s = flush_interval_s
@@ -610,8 +615,12 @@ class Intelligence:
         pipeline_id: str | None = None,
         tenant: str | None = None,
         wait: bool = True,
+        outcome_id: str | None = None,
     ) -> dict[str, Any]:
         """Record what happened; durable when this returns (with ``wait=True``).
+
+        ``outcome_id`` is an idempotency key: an outcome whose key was already stored is
+        acknowledged but not counted again (remote clients replaying after an outage).
 
         With ``wait=False`` the outcome is validated and attributed now, then queued for the
         background writer, which stores it within milliseconds (group commit); ``flush()``
@@ -646,6 +655,8 @@ class Intelligence:
             pipeline_id,
             tenant,
         )
+        if outcome_id is not None:
+            record.outcome_id = validate_trace_id(outcome_id)
         if wait:
             self.store.record_outcomes([record])
             self._apply_stored(record)
@@ -786,6 +797,8 @@ class Intelligence:
 
     def _apply_stored(self, record: OutcomeRecord) -> None:
         """Queue a stored outcome for its scope; the next decision folds it (cheap report)."""
+        if record.duplicate:
+            return
         key = (record.tenant, record.goal, record.pipeline_id)
         scope = self._scopes.get(key)
         if scope is None:
@@ -861,6 +874,7 @@ class Intelligence:
             current.updated_at = time.time()
             return current
 
+        self._drain_outbox()  # the outcome may still be queued by report_outcome(wait=False)
         result = self.store.update_latest_outcome(tenant, goal, trace_id, apply)
         if result is None:
             raise NotFoundError(

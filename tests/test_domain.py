@@ -100,9 +100,13 @@ def test_bad_tenant_and_pipeline_ids_are_rejected(intel: Intelligence) -> None:
         pytest.param({"model": "gpt-4o", "tools": {"calc"}}, "tools", id="tools-set"),
         pytest.param({"model": "gpt-4o", "tools": ["calc", 3]}, "tool", id="tool-item-int"),
         pytest.param({"model": "gpt-4o", "tools": [""]}, "tool", id="tool-item-empty"),
-        pytest.param({"model": "gpt-4o", "tools": ["a"], "tool_id": "b"}, "not both", id="tools-twice"),
+        pytest.param(
+            {"model": "gpt-4o", "tools": ["a"], "tool_id": "b"}, "not both", id="tools-twice"
+        ),
         pytest.param({"model": "gpt-4o", "params": [1]}, "params", id="params-list"),
-        pytest.param({"model": "gpt-4o", "params": {"t": object()}}, "params", id="params-not-json"),
+        pytest.param(
+            {"model": "gpt-4o", "params": {"t": object()}}, "params", id="params-not-json"
+        ),
         pytest.param({"model": "gpt-4o", "params": {"t": float("nan")}}, "params", id="params-nan"),
         pytest.param({"model": "gpt-4o", "risk_level": "extreme"}, "risk_level", id="risk"),
         pytest.param(42, "model string or a dict", id="not-str-or-dict"),
@@ -310,9 +314,7 @@ def test_window_hours_must_be_positive(intel: Intelligence, hours: Any) -> None:
         pytest.param(["max_cost_usd"], "constraints", id="not-a-dict"),
     ],
 )
-def test_bad_constraints_are_rejected(
-    intel: Intelligence, constraints: Any, match: str
-) -> None:
+def test_bad_constraints_are_rejected(intel: Intelligence, constraints: Any, match: str) -> None:
     intel.register_path(GOAL, "m")
     intel.report_outcome("t1", GOAL, success=True, model_id="m")
     with pytest.raises(ValidationError, match=match):

@@ -186,7 +186,11 @@ class GoalRouter:
         if change is not None:
             logger.info(
                 "path %s (%s): %s detected, %.2f -> %.2f",
-                path_id, state.info.model_id, change.kind, change.before_mean, change.after_mean,
+                path_id,
+                state.info.model_id,
+                change.kind,
+                change.before_mean,
+                change.after_mean,
             )
         self._check_rollback(state)
         self._tie_dirty = True

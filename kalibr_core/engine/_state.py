@@ -218,10 +218,15 @@ class PathState:
         successes suffice after a deep drop (.90 to .30), which keeps probing cheap.
         """
         high = min(reference, 0.99)
-        low = min(max(self.mean, 0.02), high - 0.1)
+        # The null: the path's rate since the drop, without the current run of evidence (which
+        # would otherwise raise its own bar).
+        base_s = self.eff_successes - self._run_sum
+        base_n = self.eff_successes + self.eff_failures - self._run_n
+        low = min(max((base_s + 1.0) / (base_n + 2.0), 0.02), high - 0.1)
         if low <= 0.0:
             return None
-        llr = value * math.log(high / low) + (1.0 - value) * math.log((1.0 - high) / (1.0 - low))
+        up = math.log(high / low)
+        llr = value * up + (1.0 - value) * math.log((1.0 - high) / (1.0 - low))
         score = self.recovery_score + llr
         if score <= 0.0:
             self._reset_recovery()
@@ -229,10 +234,10 @@ class PathState:
         self.recovery_score = score
         self._run_sum += value
         self._run_n += 1
-        threshold = self.tuning.recovery_threshold
-        if score <= threshold:
-            if score >= 0.25 * threshold:
-                # Promising evidence: the next probe is worth more, so it comes sooner.
+        if score <= self.tuning.recovery_threshold:
+            if up >= 0.5:
+                # Informative probes and positive evidence: the next probe is worth more (it
+                # may complete a recovery), so it comes sooner.
                 self.next_probe_tick = min(self.next_probe_tick, tick + self.tuning.probe_first)
             return None
         return self._recover(low, high, tick)
@@ -268,8 +273,9 @@ class PathState:
             return None
         n = self.tuning.recovery_trial - self.trial_left
         recent = self.detector.recent(n)
-        change = Change("drop", n, sum(recent), high, sum(recent) / max(1, len(recent)),
-                        self._trial_score)
+        change = Change(
+            "drop", n, sum(recent), high, sum(recent) / max(1, len(recent)), self._trial_score
+        )
         self.trial_left = 0
         self.last_change = change
         self.last_change_tick = tick

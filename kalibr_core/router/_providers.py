@@ -255,5 +255,6 @@ def _make_client(target: ProviderTarget, key: str | None, is_async: bool) -> Any
         cls = hub.AsyncInferenceClient if is_async else hub.InferenceClient
         if target.base_url:
             return cls(base_url=target.base_url, token=key)
-        return cls(model=target.model, token=key)
+        # No client-level model: one cached client serves every model (passed per call).
+        return cls(token=key)
     raise ConfigurationError(f"no SDK for provider {target.provider!r}")

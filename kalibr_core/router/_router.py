@@ -809,7 +809,9 @@ def _check_max_tokens(max_tokens: object, goal: str) -> None:
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
-        raise ValidationError("max_tokens must be a positive integer", field="max_tokens", goal=goal)
+        raise ValidationError(
+            "max_tokens must be a positive integer", field="max_tokens", goal=goal
+        )
 
 
 def _finite(value: float | None) -> float | None:

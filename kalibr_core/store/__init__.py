@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from kalibr_core._errors import ConfigurationError
+from kalibr_core.store._base import Store
 from kalibr_core.store._records import (
     CorrectionRecord,
     DecisionRecord,
@@ -17,9 +18,6 @@ from kalibr_core.store._records import (
     PathTotals,
 )
 from kalibr_core.store._sqlite import SCHEMA_VERSION, SqliteStore, default_db_path
-
-Store = SqliteStore
-"""The store interface every backend implements (SqliteStore is the reference)."""
 
 
 def open_store(url: str | os.PathLike[str] | None = None) -> Store:

@@ -45,7 +45,9 @@ class OutcomeRecord:
     ``seq`` is assigned by the store: a global, increasing sequence number that orders the
     outcome log every process folds in the same order. ``prev_seq`` (also set by the store) is
     the seq of the scope's previous outcome: a process whose view of the scope ends exactly
-    there can apply this outcome without reading the log.
+    there can apply this outcome without reading the log. ``outcome_id`` is an optional
+    client idempotency key: a second outcome with the same key is not stored again
+    (``duplicate`` is then set), so replays after an outage count exactly once.
     """
 
     tenant: str
@@ -70,6 +72,8 @@ class OutcomeRecord:
     updated_at: float | None = None
     seq: int = 0
     prev_seq: int = 0
+    outcome_id: str | None = None
+    duplicate: bool = False
 
 
 @dataclass(slots=True)

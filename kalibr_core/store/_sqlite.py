@@ -65,8 +65,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             success INTEGER NOT NULL, score REAL, value REAL NOT NULL,
             failure_category TEXT, failure_reason TEXT, metadata TEXT,
             cost_usd REAL, latency_ms REAL, input_tokens INTEGER, output_tokens INTEGER,
-            created_at REAL NOT NULL, updated_at REAL)""",
+            created_at REAL NOT NULL, updated_at REAL, outcome_id TEXT)""",
         "CREATE INDEX IF NOT EXISTS outcomes_trace ON outcomes (tenant, goal, trace_id)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS outcomes_idempotency ON outcomes (tenant, outcome_id)"
+        " WHERE outcome_id IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (tenant, goal, pipeline_id, seq)",
         "CREATE INDEX IF NOT EXISTS outcomes_time ON outcomes (tenant, created_at)",
         """CREATE TABLE IF NOT EXISTS corrections (
@@ -100,14 +102,15 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 _OUTCOME_COLUMNS: Final = (
     "seq, tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id, params, success,"
     " score, value, failure_category, failure_reason, metadata, cost_usd, latency_ms,"
-    " input_tokens, output_tokens, created_at, updated_at"
+    " input_tokens, output_tokens, created_at, updated_at, outcome_id"
 )
 
 _INSERT_OUTCOME: Final = (
     "INSERT INTO outcomes (tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id,"
     " params, success, score, value, failure_category, failure_reason, metadata, cost_usd,"
-    " latency_ms, input_tokens, output_tokens, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_ms, input_tokens, output_tokens, created_at, updated_at, outcome_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, outcome_id) WHERE outcome_id IS NOT NULL DO NOTHING"
 )
 
 _UPSERT_STATS: Final = (
@@ -161,6 +164,7 @@ def _outcome_from_row(row: Sequence[Any]) -> OutcomeRecord:
         output_tokens=row[18],
         created_at=row[19],
         updated_at=row[20],
+        outcome_id=row[21],
     )
 
 
@@ -583,8 +587,16 @@ class SqliteStore:
                         o.output_tokens,
                         o.created_at,
                         o.updated_at,
+                        o.outcome_id,
                     ),
                 )
+                if cursor.rowcount == 0:  # a replay of an outcome already stored: once only
+                    o.seq = conn.execute(
+                        "SELECT seq FROM outcomes WHERE tenant = ? AND outcome_id = ?",
+                        (o.tenant, o.outcome_id),
+                    ).fetchone()[0]
+                    o.duplicate = True
+                    continue
                 seq = cursor.lastrowid
                 assert seq is not None
                 o.seq = seq

@@ -1,0 +1,388 @@
+"""The pure engine with plain numbers: posteriors, selection, change detection, ranking, insights.
+
+These tests check properties that hold for any tuning (a clear winner wins, a constant sequence
+is no change, an abrupt collapse is one), not the exact numbers the benchmarks tune.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kalibr_core import ExplorationConfig, NoPathAvailableError, NotFoundError, ValidationError
+from kalibr_core.engine import (
+    EngineTuning,
+    GoalRouter,
+    PathInfo,
+    PathState,
+    bernoulli_kl,
+)
+from kalibr_core.engine._insights import PathView, cross_goal_summary, goal_insight
+
+
+def router_with(*models: str, config: ExplorationConfig | None = None) -> GoalRouter:
+    router = GoalRouter(config or ExplorationConfig())
+    for model in models:
+        router.add_path(PathInfo(path_id=model, model_id=model))
+    return router
+
+
+def feed(router: GoalRouter, path_id: str, values: list[float], **kwargs: Any) -> None:
+    for value in values:
+        router.observe(path_id, value, **kwargs)
+
+
+def bernoulli(rate: float, n: int) -> list[float]:
+    k = round(rate * n)
+    return [float((i + 1) * k // n != i * k // n) for i in range(n)]
+
+
+# -- posteriors ----------------------------------------------------------------------------------
+def test_the_posterior_is_beta_with_a_uniform_prior() -> None:
+    state = PathState(info=PathInfo("p", "m"), tuning=EngineTuning())
+    assert state.mean == 0.5
+    assert state.success_rate is None
+    for value in (1.0, 1.0, 0.0, 0.5):
+        state.add(value)
+    assert state.mean == pytest.approx((2.5 + 1) / (4 + 2))
+    assert state.success_rate == pytest.approx(2.5 / 4)
+    assert state.count == 4
+
+
+def test_a_correction_replaces_one_outcome() -> None:
+    state = PathState(info=PathInfo("p", "m"), tuning=EngineTuning())
+    for value in (1.0, 1.0, 1.0):
+        state.add(value)
+    state.correct(1.0, 0.0, seq=None)
+    assert (state.successes, state.failures, state.count) == (2.0, 1.0, 3)
+    assert state.mean == pytest.approx(3 / 5)
+
+
+def test_the_standard_error_shrinks_with_evidence() -> None:
+    small = PathState(info=PathInfo("p", "m"), tuning=EngineTuning())
+    large = PathState(info=PathInfo("q", "m"), tuning=EngineTuning())
+    for value in bernoulli(0.8, 10):
+        small.add(value)
+    for value in bernoulli(0.8, 1000):
+        large.add(value)
+    assert large.std_error() < small.std_error() / 5
+
+
+def test_bernoulli_kl() -> None:
+    assert bernoulli_kl(0.3, 0.3) == pytest.approx(0.0, abs=1e-12)
+    assert bernoulli_kl(0.9, 0.1) > bernoulli_kl(0.6, 0.4) > 0
+    assert math.isfinite(bernoulli_kl(0.0, 1.0))
+
+
+# -- change detection ----------------------------------------------------------------------------
+def changes(values: list[float]) -> list[tuple[int, Any]]:
+    """(index, change) for every change a path's detector declares over these outcomes."""
+    router = router_with("p")
+    found = []
+    for i, value in enumerate(values):
+        change = router.observe("p", value)
+        if change is not None:
+            found.append((i, change))
+    return found
+
+
+@pytest.mark.parametrize("sequence", [[1.0] * 500, [0.0] * 500, [1.0, 0.0] * 250, [0.7] * 500])
+def test_a_stationary_sequence_is_no_change(sequence: list[float]) -> None:
+    assert changes(sequence) == []
+
+
+def test_an_abrupt_collapse_is_detected_as_a_drop_quickly() -> None:
+    history = bernoulli(0.95, 200)
+    detected = changes(history + [0.0] * 30)
+    assert detected, "a collapse from 95% to 0% was not detected in 30 outcomes"
+    first_at, change = detected[0]
+    assert 200 <= first_at < 215
+    assert change.kind == "drop"
+    assert change.before_mean > 0.8
+    assert change.after_mean < change.before_mean - 0.5
+
+
+def test_a_recovery_is_detected_as_a_rise() -> None:
+    detected = changes(bernoulli(0.1, 200) + [1.0] * 30)
+    assert detected
+    first_at, change = detected[0]
+    assert first_at >= 200
+    assert change.kind == "rise"
+
+
+def test_random_noise_rarely_looks_like_a_change() -> None:
+    rng = np.random.default_rng(7)
+    false_alarms = sum(
+        len(changes([float(rng.random() < 0.7) for _ in range(300)])) for _ in range(20)
+    )
+    assert false_alarms <= 3
+
+
+# -- selection -----------------------------------------------------------------------------------
+def test_selection_needs_an_enabled_matching_path() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(NoPathAvailableError):
+        GoalRouter().select(rng)
+    router = router_with("a")
+    router.set_enabled("a", False)
+    with pytest.raises(NoPathAvailableError):
+        router.select(rng)
+    router.set_enabled("a", True)
+    with pytest.raises(NoPathAvailableError, match="zzz"):
+        router.select(rng, candidate_model_ids=["zzz"])
+    with pytest.raises(NotFoundError):
+        router.observe("unknown", 1.0)
+
+
+def test_a_clear_winner_gets_the_traffic() -> None:
+    router = router_with("good", "bad")
+    feed(router, "good", bernoulli(0.9, 60))
+    feed(router, "bad", bernoulli(0.4, 60))
+    rng = np.random.default_rng(1)
+    chosen = Counter(router.select(rng).path_id for _ in range(1000))
+    assert chosen["good"] > 950
+    assert router.tick == 1000
+    assert router.paths["good"].pulls == chosen["good"]
+
+
+def test_without_data_traffic_is_spread() -> None:
+    router = router_with("a", "b", "c")
+    rng = np.random.default_rng(2)
+    chosen = Counter(router.select(rng).path_id for _ in range(900))
+    assert all(200 < chosen[m] < 400 for m in "abc"), chosen
+
+
+def test_selection_is_reproducible_with_the_same_generator() -> None:
+    def run(seed: int) -> list[str]:
+        router = router_with("a", "b", "c")
+        return [router.select(np.random.default_rng(seed)).path_id for _ in range(30)]
+
+    assert run(3) == run(3)
+
+
+def test_a_single_path_has_full_propensity() -> None:
+    router = router_with("only")
+    selection = router.select(np.random.default_rng(0))
+    assert selection.propensity(np.random.default_rng(0)) == 1.0
+    assert selection.exploration is False
+
+
+def test_propensities_of_all_choices_sum_to_one() -> None:
+    router = router_with("a", "b", "c")
+    feed(router, "a", bernoulli(0.6, 20))
+    feed(router, "b", bernoulli(0.5, 20))
+    feed(router, "c", bernoulli(0.4, 20))
+    rng = np.random.default_rng(4)
+    first: dict[str, Any] = {}
+    for _ in range(2000):
+        selection = router.select(rng)
+        first.setdefault(selection.path_id, selection)
+    assert set(first) == {"a", "b", "c"}
+    total = sum(s.propensity(np.random.default_rng(5), draws=20_000) for s in first.values())
+    assert total == pytest.approx(1.0, abs=0.03)
+
+
+def test_the_propensity_matches_the_observed_choice_frequency() -> None:
+    router = router_with("a", "b")
+    feed(router, "a", bernoulli(0.6, 20))
+    feed(router, "b", bernoulli(0.5, 20))
+    rng = np.random.default_rng(5)
+    selections = [router.select(rng) for _ in range(2000)]
+    share_a = sum(s.path_id == "a" for s in selections) / 2000
+    first_a = next(s for s in selections if s.path_id == "a")
+    assert first_a.propensity(np.random.default_rng(6), draws=4000) == pytest.approx(
+        share_a, abs=0.05
+    )
+
+
+def test_exploration_rate_one_is_uniform_and_flagged() -> None:
+    router = router_with("a", "b", "c", config=ExplorationConfig(exploration_rate=1.0))
+    feed(router, "a", bernoulli(0.99, 100))
+    rng = np.random.default_rng(8)
+    selections = [router.select(rng) for _ in range(1200)]
+    chosen = Counter(s.path_id for s in selections)
+    assert all(320 < chosen[m] < 480 for m in "abc"), chosen
+    assert all(s.exploration and s.reason == "exploration" for s in selections)
+
+
+def test_high_risk_never_explores_unless_allowed() -> None:
+    config = ExplorationConfig(exploration_rate=1.0)
+    router = router_with("a", "b", config=config)
+    feed(router, "a", bernoulli(0.9, 50))
+    feed(router, "b", bernoulli(0.5, 50))
+    rng = np.random.default_rng(9)
+    assert {router.select(rng, task_risk_level="high").path_id for _ in range(200)} == {"a"}
+    router.config = ExplorationConfig(exploration_rate=1.0, exploration_on_high_risk=True)
+    assert "b" in {router.select(rng, task_risk_level="high").path_id for _ in range(200)}
+
+
+def test_risk_levels_filter_paths() -> None:
+    router = GoalRouter()
+    router.add_path(PathInfo("safe", "safe", risk_level="low"))
+    router.add_path(PathInfo("mid", "mid", risk_level="medium"))
+    router.add_path(PathInfo("wild", "wild", risk_level="high"))
+    assert {s.info.path_id for s in router.eligible("high")} == {"safe"}
+    assert {s.info.path_id for s in router.eligible("medium")} == {"safe", "mid"}
+    assert {s.info.path_id for s in router.eligible("low")} == {"safe", "mid", "wild"}
+    assert {s.info.path_id for s in router.eligible(exclude_models=["safe"])} == {"mid", "wild"}
+
+
+def test_reason_is_fallback_until_min_samples() -> None:
+    config = ExplorationConfig(min_samples_before_exploit=10)
+    router = router_with("a", "b", config=config)
+    feed(router, "a", bernoulli(0.9, 9))
+    feed(router, "b", bernoulli(0.2, 9))
+    rng = np.random.default_rng(10)
+    assert router.select(rng, candidate_model_ids=["a"]).reason == "fallback"
+    feed(router, "a", [1.0])
+    feed(router, "b", [0.0])
+    reasons = Counter(router.select(rng).reason for _ in range(200))
+    assert "fallback" not in reasons
+    assert reasons["optimal"] > 150
+
+
+def test_rollback_demotes_a_failing_path_but_keeps_probing_it() -> None:
+    router = router_with("healthy", "broken")
+    feed(router, "healthy", bernoulli(0.9, 30))
+    feed(router, "broken", [0.0] * 30)
+    broken = router.paths["broken"]
+    assert broken.rolled_back and broken.demoted
+    rng = np.random.default_rng(11)
+    selections = [router.select(rng) for _ in range(1000)]
+    probes = [s for s in selections if s.path_id == "broken"]
+    assert 1 <= len(probes) <= 50
+    assert all(p.exploration and p.reason == "exploration" for p in probes)
+
+
+def test_no_rollback_when_every_path_is_failing() -> None:
+    router = router_with("a", "b")
+    for _ in range(30):
+        router.observe("a", 0.0)
+        router.observe("b", 0.0)
+    assert not router.paths["a"].rolled_back
+    assert not router.paths["b"].rolled_back
+
+
+def test_a_collapse_demotes_the_path() -> None:
+    router = router_with("primary", "backup")
+    feed(router, "primary", bernoulli(0.95, 200))
+    feed(router, "backup", bernoulli(0.6, 100))
+    changes = [router.observe("primary", 0.0) for _ in range(20)]
+    assert any(c is not None and c.kind == "drop" for c in changes)
+    state = router.paths["primary"]
+    assert state.demoted
+    assert state.trend(router.tick) == "degrading"
+    assert state.count == 220  # all-time history is kept
+    assert state.eff_count < 40  # but the posterior restarted at the change
+    rng = np.random.default_rng(12)
+    chosen = Counter(router.select(rng).path_id for _ in range(200))
+    assert chosen["backup"] > 170
+
+
+def test_cost_breaks_a_tie_between_equally_good_paths() -> None:
+    router = router_with("premium", "budget")
+    feed(router, "premium", bernoulli(0.9, 600), cost_usd=0.02)
+    feed(router, "budget", bernoulli(0.9, 600), cost_usd=0.001)
+    rng = np.random.default_rng(13)
+    selections = [router.select(rng) for _ in range(500)]
+    chosen = Counter(s.path_id for s in selections)
+    assert chosen["budget"] > 400, chosen
+    assert router.ranking()[0].state.info.path_id == "budget"
+
+
+def test_cost_never_beats_a_clearly_better_path() -> None:
+    router = router_with("premium", "budget")
+    feed(router, "premium", bernoulli(0.95, 600), cost_usd=0.02)
+    feed(router, "budget", bernoulli(0.8, 600), cost_usd=0.001)
+    rng = np.random.default_rng(14)
+    chosen = Counter(router.select(rng).path_id for _ in range(500))
+    assert chosen["premium"] > 480
+    assert router.ranking()[0].state.info.path_id == "premium"
+
+
+def test_ranking_reports_unmet_constraints() -> None:
+    router = router_with("dear", "cheap", "untried")
+    feed(router, "dear", bernoulli(0.95, 50), cost_usd=0.05, latency_ms=3000)
+    feed(router, "cheap", bernoulli(0.7, 50), cost_usd=0.001, latency_ms=200)
+    ranked = router.ranking(max_cost_usd=0.01, min_quality=0.9)
+    assert [r.state.info.path_id for r in ranked] == ["dear", "cheap", "untried"]
+    by_id = {r.state.info.path_id: r for r in ranked}
+    assert by_id["dear"].unmet == ("max_cost_usd",)
+    assert by_id["cheap"].unmet == ("min_quality",)
+    assert set(by_id["untried"].unmet) == {"max_cost_usd", "min_quality"}
+    assert not any(r.meets_constraints for r in ranked)
+    assert all(r.meets_constraints for r in router.ranking())
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_exploration_config_round_trips_and_validates() -> None:
+    config = ExplorationConfig(exploration_rate=0.1, min_samples_before_exploit=30)
+    assert ExplorationConfig.from_dict(config.to_dict()) == config
+    assert ExplorationConfig.from_dict({"exploration_rate": None}) == ExplorationConfig()
+    with pytest.raises(ValidationError, match="unknown"):
+        ExplorationConfig.from_dict({"exploration": 0.1})
+    with pytest.raises(ValidationError, match="exploration_rate"):
+        ExplorationConfig(exploration_rate=float("nan"))
+    with pytest.raises(ValidationError, match="min_samples_before_exploit"):
+        ExplorationConfig(min_samples_before_exploit=True)
+
+
+# -- insights (pure) -----------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    path_id: str | None
+    success: bool
+    score: float | None = None
+    failure_category: str | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    created_at: float = 0.0
+    params: dict[str, Any] | None = field(default=None)
+    model_id: str | None = None
+
+
+def test_goal_insight_from_plain_outcomes() -> None:
+    views = [PathView("a", "model-a", None, {}, True), PathView("b", "model-b", None, {}, True)]
+    outcomes = [Outcome("a", True, latency_ms=100.0 + i) for i in range(40)]
+    outcomes += [
+        Outcome("b", i % 2 == 0, failure_category=None if i % 2 == 0 else "timeout")
+        for i in range(40)
+    ]
+    entry = goal_insight("g", outcomes, views, min_samples=20)
+    assert entry["sample_count"] == 80
+    assert entry["success_rate"] == pytest.approx(0.75)
+    assert entry["top_failure_modes"] == [{"category": "timeout", "count": 20, "share": 1.0}]
+    types = {s["type"] for s in entry["actionable_signals"]}
+    assert {"path_underperforming", "failure_mode_dominant"} <= types
+    rows = {p["path_id"]: p for p in entry["paths"]}
+    assert rows["a"]["traffic_share"] == 0.5
+    assert rows["a"]["p95_latency_ms"] == pytest.approx(137.0)
+    assert rows["b"]["avg_latency_ms"] is None
+
+
+def test_outcomes_of_unknown_paths_still_count() -> None:
+    entry = goal_insight("g", [Outcome(None, True), Outcome("gone", False)], [], min_samples=20)
+    assert entry["sample_count"] == 2
+    assert [p["path_id"] for p in entry["paths"]] == ["gone"]
+
+
+def test_cross_goal_summary() -> None:
+    goals = [
+        {"status": "healthy", "sample_count": 50},
+        {"status": "healthy", "sample_count": 30},
+        {"status": "degrading", "sample_count": 70},
+        {"status": "insufficient_data", "sample_count": 2},
+    ]
+    assert cross_goal_summary(goals) == {
+        "total_goals": 4,
+        "healthy": 2,
+        "degrading": 1,
+        "failing": 0,
+        "insufficient_data": 1,
+        "total_outcomes": 152,
+    }

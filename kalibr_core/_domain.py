@@ -167,6 +167,12 @@ def validate_mapping(value: object, field_name: str) -> dict[str, Any] | None:
             f"{field_name} must be a dict, got {type(value).__name__}", field=field_name
         )
     result = dict(value)
+    bad_keys = [key for key in result if not isinstance(key, str)]
+    if bad_keys:
+        # json.dumps would silently turn 1 into "1": the stored dict would differ from this one.
+        raise ValidationError(
+            f"{field_name} keys must be strings, got {bad_keys[0]!r}", field=field_name
+        )
     try:
         json.dumps(result, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:

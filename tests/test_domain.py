@@ -186,6 +186,8 @@ BAD_OUTCOMES = [
     pytest.param({"metadata": {"obj": object()}}, "metadata", id="metadata-not-json"),
     pytest.param({"metadata": {"x": float("nan")}}, "metadata", id="metadata-nan"),
     pytest.param({"metadata": ["a"]}, "metadata", id="metadata-list"),
+    pytest.param({"metadata": {1: "a"}}, "metadata", id="metadata-int-key"),
+    pytest.param({"execution_params": {("t",): 1}}, "execution_params", id="params-tuple-key"),
     pytest.param({"execution_params": "t=1"}, "execution_params", id="params-str"),
     pytest.param({"model_id": 4}, "model_id", id="model-int"),
     pytest.param({"tool_id": 4}, "tool_id", id="tool-int"),

@@ -11,6 +11,7 @@ import os
 from kalibr_core._errors import ConfigurationError
 from kalibr_core.store._base import Store
 from kalibr_core.store._records import (
+    ApiKeyRecord,
     CorrectionRecord,
     DecisionRecord,
     OutcomeRecord,
@@ -44,6 +45,7 @@ def open_store(url: str | os.PathLike[str] | None = None) -> Store:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ApiKeyRecord",
     "CorrectionRecord",
     "DecisionRecord",
     "OutcomeRecord",

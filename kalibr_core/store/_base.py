@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from kalibr_core._domain import PathSpec
 from kalibr_core.store._records import (
+    ApiKeyRecord,
     CorrectionRecord,
     DecisionRecord,
     OutcomeRecord,
@@ -106,3 +107,17 @@ class Store(Protocol):
 
     def count_outcomes(self, tenant: str, goal: str | None = None) -> int:
         """How many outcomes are stored."""
+
+    def create_api_key(
+        self, tenant: str, key_id: str, key_hash: str, name: str | None
+    ) -> ApiKeyRecord:
+        """Store a new key's hash for a tenant."""
+
+    def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Keys (of one tenant if given), oldest first, revoked ones included."""
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Revoke a key (idempotent); None if unknown."""
+
+    def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        """The tenant of an active key with this hash, or None (unknown or revoked)."""

@@ -109,3 +109,14 @@ class PathTotals:
     last_outcome_at: float | None
     recent_values: list[float]
     recent_seqs: list[int]
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """An API key of the service (only its hash is stored; the key is shown once)."""
+
+    key_id: str
+    tenant: str
+    name: str | None
+    created_at: float
+    revoked_at: float | None = None

@@ -35,6 +35,7 @@ from typing import Any, Final
 from kalibr_core._domain import PathSpec
 from kalibr_core._errors import StoreError
 from kalibr_core.store._records import (
+    ApiKeyRecord,
     CorrectionRecord,
     DecisionRecord,
     OutcomeRecord,
@@ -852,6 +853,60 @@ class SqliteStore:
             args.append(goal)
         with self._read() as conn:
             return int(conn.execute(query, args).fetchone()[0])
+
+    # -- API keys (the service's tenants) --------------------------------------------------------
+    def create_api_key(
+        self, tenant: str, key_id: str, key_hash: str, name: str | None
+    ) -> ApiKeyRecord:
+        """Store a new key's hash for a tenant."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, tenant, key_hash, name, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key_id, tenant, key_hash, name, now),
+            )
+        return ApiKeyRecord(key_id, tenant, name, now)
+
+    def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Keys (of one tenant if given), oldest first, revoked ones included."""
+        query = "SELECT key_id, tenant, name, created_at, revoked_at FROM api_keys"
+        args: list[Any] = []
+        if tenant is not None:
+            query += " WHERE tenant = ?"
+            args.append(tenant)
+        with self._read() as conn:
+            rows = conn.execute(query + " ORDER BY created_at, key_id", args).fetchall()
+        return [_key_from_row(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Revoke a key (idempotent); None if unknown."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
+                (time.time(), key_id),
+            )
+            row = conn.execute(
+                "SELECT key_id, tenant, name, created_at, revoked_at FROM api_keys"
+                " WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+        return _key_from_row(row) if row else None
+
+    def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        """The tenant of an active key with this hash, or None (unknown or revoked)."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT tenant FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+        return row[0] if row else None
+
+
+def _key_from_row(row: Sequence[Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=row[0], tenant=row[1], name=row[2], created_at=row[3], revoked_at=row[4]
+    )
 
 
 class _Job:

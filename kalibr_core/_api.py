@@ -1,8 +1,11 @@
 """The functional API: module-level functions over one process-wide Intelligence.
 
-The default instance is created on first use from the environment: ``KALIBR_STORE_URL`` (or
-``KALIBR_DB``, a SQLite file path) for the store, ``KALIBR_TENANT_ID`` for the tenant. Call
-:func:`configure` to choose explicitly (tests use ``configure(store=":memory:")``).
+The default instance is created on first use from the environment. With
+``KALIBR_INTELLIGENCE_URL`` set it is a :class:`~kalibr_core._remote.RemoteIntelligence` of that
+service (``KALIBR_API_KEY`` required, ``KALIBR_TENANT_ID`` default ``"default"``; see
+docs/remote.md); otherwise a local :class:`Intelligence` over ``KALIBR_STORE_URL`` (or
+``KALIBR_DB``, a SQLite file path) for tenant ``KALIBR_TENANT_ID``. Call :func:`configure` to
+choose explicitly (tests use ``configure(store=":memory:")``).
 """
 
 from __future__ import annotations
@@ -10,11 +13,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from kalibr_core._domain import FAILURE_CATEGORIES
+from kalibr_core._errors import ConfigurationError
 from kalibr_core._intelligence import DEFAULT_TENANT, Intelligence
+from kalibr_core._remote import RemoteIntelligence
 from kalibr_core.store import Store
+
+IntelligenceBackend: TypeAlias = Intelligence | RemoteIntelligence
+"""What the functional API and the Router decide with: local, or the remote service."""
 
 
 class _Default:
@@ -22,28 +30,50 @@ class _Default:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.instance: Intelligence | None = None
+        self.instance: IntelligenceBackend | None = None
 
 
 _default = _Default()
 
 
 def configure(
-    store: Store | str | None = None, *, tenant: str | None = None, **options: Any
-) -> Intelligence:
+    store: Store | str | None = None,
+    *,
+    tenant: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    **options: Any,
+) -> IntelligenceBackend:
     """Replace the process-wide Intelligence (the previous one is flushed and closed).
 
     Args:
-        store: A store or a store URL/path (see :func:`kalibr_core.store.open_store`).
+        store: A store or a store URL/path (see :func:`kalibr_core.store.open_store`): local
+            mode.
         tenant: The tenant (default ``$KALIBR_TENANT_ID`` or ``"default"``).
-        **options: Passed to :class:`~kalibr_core.Intelligence` (``sync_interval_s``, ``seed``).
+        url: The intelligence service's URL: remote mode (see docs/remote.md). Without
+            ``store`` or ``url``, ``$KALIBR_INTELLIGENCE_URL`` selects remote mode.
+        api_key: The API key in remote mode (default ``$KALIBR_API_KEY``).
+        **options: Passed to :class:`~kalibr_core.Intelligence` (``sync_interval_s``,
+            ``seed``) or to :class:`~kalibr_core._remote.RemoteIntelligence` (``budget``,
+            ``outbox``, ``seed``).
 
     Returns:
         The new default Intelligence.
+
+    Raises:
+        ConfigurationError: both ``store`` and ``url``, or remote mode without an API key.
     """
-    fresh = Intelligence(
-        store, tenant=tenant or os.environ.get("KALIBR_TENANT_ID") or DEFAULT_TENANT, **options
-    )
+    if store is not None and url is not None:
+        raise ConfigurationError("give a store (local mode) or a url (remote mode), not both")
+    if url is None and store is None:
+        url = os.environ.get("KALIBR_INTELLIGENCE_URL") or None
+    fresh: IntelligenceBackend
+    if url is not None:
+        fresh = _remote(url, api_key, tenant, options)
+    else:
+        if api_key is not None:
+            raise ConfigurationError("api_key is for remote mode: give url= too")
+        fresh = Intelligence(store, tenant=tenant or _env_tenant(), **options)
     with _default.lock:
         previous, _default.instance = _default.instance, fresh
     if previous is not None:
@@ -51,16 +81,41 @@ def configure(
     return fresh
 
 
-def get_intelligence() -> Intelligence:
-    """The process-wide Intelligence, created from the environment on first use."""
+def _env_tenant() -> str:
+    return os.environ.get("KALIBR_TENANT_ID") or DEFAULT_TENANT
+
+
+def _remote(
+    url: str, api_key: str | None, tenant: str | None, options: dict[str, Any]
+) -> RemoteIntelligence:
+    key = api_key if api_key is not None else os.environ.get("KALIBR_API_KEY")
+    if not key:
+        raise ConfigurationError(
+            f"KALIBR_API_KEY is not set: the intelligence service at {url} needs an API key "
+            "(create one with `kalibr-core keys create --tenant TENANT`)"
+        )
+    return RemoteIntelligence(url, key, tenant or _env_tenant(), **options)
+
+
+def get_intelligence() -> IntelligenceBackend:
+    """The process-wide Intelligence, created from the environment on first use.
+
+    Remote (a :class:`~kalibr_core._remote.RemoteIntelligence`) when
+    ``KALIBR_INTELLIGENCE_URL`` is set, local otherwise.
+
+    Raises:
+        ConfigurationError: ``KALIBR_INTELLIGENCE_URL`` is set but ``KALIBR_API_KEY`` is not.
+    """
     instance = _default.instance
     if instance is None:
         with _default.lock:
             instance = _default.instance
             if instance is None:
-                instance = Intelligence(
-                    None, tenant=os.environ.get("KALIBR_TENANT_ID") or DEFAULT_TENANT
-                )
+                url = os.environ.get("KALIBR_INTELLIGENCE_URL")
+                if url:
+                    instance = _remote(url, None, None, {})
+                else:
+                    instance = Intelligence(None, tenant=_env_tenant())
                 _default.instance = instance
     return instance
 
@@ -198,7 +253,13 @@ def set_exploration_config(goal: str, **fields: Any) -> dict[str, Any]:
 
 
 def flush() -> None:
-    """Write buffered decisions of the default Intelligence now."""
+    """Store (local) or deliver (remote) what the default Intelligence has queued, now.
+
+    Raises:
+        StoreError: local mode, the store cannot take them (they stay queued).
+        IntelligenceUnavailableError: remote mode, outcomes are still in the outbox after
+            ``budget.flush`` seconds (they are replayed when the service answers).
+    """
     if _default.instance is not None:
         _default.instance.flush()
 

@@ -81,13 +81,16 @@ def validate_pipeline_id(pipeline_id: object) -> str:
     return validate_goal(pipeline_id, field_name="pipeline_id")
 
 
-def validate_trace_id(trace_id: object) -> str:
-    """Return ``trace_id`` if it is a usable trace id (1-128 chars of ``[A-Za-z0-9_.:-]``)."""
+def validate_trace_id(trace_id: object, *, field_name: str = "trace_id") -> str:
+    """Return ``trace_id`` if it is a usable trace id (1-128 chars of ``[A-Za-z0-9_.:-]``).
+
+    Also validates other ids of the same shape (``field_name`` names them in the message).
+    """
     if not isinstance(trace_id, str) or not _TRACE_RE.fullmatch(trace_id):
         raise ValidationError(
-            f"invalid trace_id {trace_id!r}: use 1-128 characters of letters, digits and "
+            f"invalid {field_name} {trace_id!r}: use 1-128 characters of letters, digits and "
             "'_', '.', ':', '-'",
-            field="trace_id",
+            field=field_name,
         )
     return trace_id
 

@@ -493,6 +493,7 @@ class Intelligence:
         goal = validate_goal(goal)
         tenant = self._tenant(tenant)
         stored = self.store.get_config(tenant, goal) or {}
+        ExplorationConfig.from_dict({k: None for k in fields})  # unknown keys, even set to None
         merged = {**stored, **{k: v for k, v in fields.items() if v is not None}}
         if "exploration_rate" in fields and fields["exploration_rate"] is None:
             merged.pop("exploration_rate", None)
@@ -656,7 +657,7 @@ class Intelligence:
             tenant,
         )
         if outcome_id is not None:
-            record.outcome_id = validate_trace_id(outcome_id)
+            record.outcome_id = validate_trace_id(outcome_id, field_name="outcome_id")
         if wait:
             self.store.record_outcomes([record])
             self._apply_stored(record)

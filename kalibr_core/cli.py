@@ -6,6 +6,10 @@
     kalibr-core demo [--requests 600]
     kalibr-core stats GOAL [--db PATH]
     kalibr-core insights [--goal GOAL] [--db PATH]
+    kalibr-core serve [--host 127.0.0.1] [--port 8080] [--store-url URL] [--allow-remote]
+    kalibr-core keys create --tenant TENANT [--name NAME] [--db URL]
+    kalibr-core keys list [--tenant TENANT] [--db URL]
+    kalibr-core keys revoke KEY_ID [--db URL]
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     insights.add_argument("--goal")
     insights.add_argument("--window-hours", type=float, default=168)
     insights.add_argument("--db")
+    _add_service_commands(sub)
     args = parser.parse_args(args_list)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in {"serve", "keys"}:
+        return _run_service_command(args)
     if args.command == "demo":
         from kalibr_core.demo import run_demo
 
@@ -55,6 +62,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print_json(intel.get_insights(args.goal, args.window_hours))
     return 0
+
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store_help = "store URL or SQLite path (default $KALIBR_STORE_URL or the user data dir)"
+    serve = sub.add_parser("serve", help="run the HTTP intelligence service (needs [service])")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--store-url", "--db", dest="store_url", help=store_help)
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (put a TLS-terminating proxy in front)",
+    )
+    serve.add_argument(
+        "--dev-key",
+        help="an API key accepted for tenant $KALIBR_BOOTSTRAP_TENANT (default 'default') "
+        "without being stored; local use only (also $KALIBR_BOOTSTRAP_KEY)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    keys = sub.add_parser("keys", help="manage the service's API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key for a tenant (printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", help="a label, e.g. the client that uses the key")
+    create.add_argument("--db", "--store-url", dest="store_url", help=store_help)
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--tenant")
+    listing.add_argument("--db", "--store-url", dest="store_url", help=store_help)
+    revoke = actions.add_parser("revoke", help="revoke a key by its key_id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--db", "--store-url", dest="store_url", help=store_help)
+
+
+def _run_service_command(args: argparse.Namespace) -> int:
+    from kalibr_core.service import _cli
+
+    if args.command == "serve":
+        return _cli.serve(
+            host=args.host,
+            port=args.port,
+            store_url=args.store_url,
+            allow_remote=args.allow_remote,
+            dev_key=args.dev_key,
+            log_level=args.log_level,
+        )
+    if args.action == "create":
+        return _cli.keys_create(args.tenant, args.name, args.store_url)
+    if args.action == "list":
+        return _cli.keys_list(args.tenant, args.store_url)
+    return _cli.keys_revoke(args.key_id, args.store_url)
 
 
 if __name__ == "__main__":

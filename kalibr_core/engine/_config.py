@@ -123,4 +123,4 @@ class EngineTuning:
     probe_max_interval: int = 400
     recovery_threshold: float = 4.0
     recovery_trial: int = 30
-    recovery_trial_threshold: float = 4.5
+    recovery_trial_threshold: float = 6.0

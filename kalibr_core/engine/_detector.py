@@ -128,7 +128,32 @@ class ChangeDetector:
             if statistic > self.threshold and (best is None or statistic > best.statistic):
                 kind: ChangeKind = "drop" if after_mean < before_mean else "rise"
                 best = Change(kind, window, window_sum, before_mean, after_mean, statistic)
-        return best
+        return None if best is None else self._locate(best)
+
+    def _locate(self, change: Change) -> Change:
+        """Narrow a detected change to the shortest trailing window that shows it.
+
+        The test windows are coarse (a drop 8 outcomes ago may be caught by the 40-window), and
+        the path restarts from the window: the shortest window whose statistic crosses the
+        threshold in the same direction holds the fewest pre-change outcomes. Its mean is
+        biased towards the extreme, which the recovery test allows for. Runs only when a change
+        is declared.
+        """
+        count, total, prefix = self.count, self.total, self._prefix
+        overall = total / count
+        drop = change.kind == "drop"
+        for window in range(1, change.window):
+            window_sum = total - prefix[-1 - window]
+            after_mean = window_sum / window
+            before_mean = (total - window_sum) / (count - window)
+            if (after_mean < before_mean) != drop:
+                continue
+            statistic = (count - window) * bernoulli_kl(before_mean, overall) + window * (
+                bernoulli_kl(after_mean, overall)
+            )
+            if statistic > self.threshold:
+                return Change(change.kind, window, window_sum, before_mean, after_mean, statistic)
+        return change
 
     def prime(self, values: list[float]) -> None:
         """Restart with these outcome values as history, without testing them for a change.

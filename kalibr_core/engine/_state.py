@@ -218,11 +218,14 @@ class PathState:
         successes suffice after a deep drop (.90 to .30), which keeps probing cheap.
         """
         high = min(reference, 0.99)
-        # The null: the path's rate since the drop, without the current run of evidence (which
-        # would otherwise raise its own bar).
+        # The null: the path's rate since the drop, from the outcomes before the current run of
+        # evidence (which would otherwise raise its own bar), taken one posterior standard
+        # deviation high: the drop window is short and biased low, and a null set too low
+        # would make a few lucky probes look like a recovery.
         base_s = self.eff_successes - self._run_sum
         base_n = self.eff_successes + self.eff_failures - self._run_n
-        low = min(max((base_s + 1.0) / (base_n + 2.0), 0.02), high - 0.1)
+        mean = (base_s + 1.0) / (base_n + 2.0)
+        low = min(mean + math.sqrt(mean * (1.0 - mean) / (base_n + 3.0)), high - 0.1)
         if low <= 0.0:
             return None
         up = math.log(high / low)

@@ -103,8 +103,28 @@ class TraceBook:
             while len(self._traces) > self._capacity:
                 self._traces.popitem(last=False)
         episodes = self._episodes.get({})
-        current = episodes.get(self._key, ())
+        with self._lock:  # keep only calls still waiting for a report: bounded episodes
+            current = tuple(
+                t
+                for t in episodes.get(self._key, ())
+                if t in self._traces and not self._traces[t].reported
+            )
         self._episodes.set({**episodes, self._key: (*current, trace.trace_id)})
+
+    def cover_earlier(self, trace: Trace) -> None:
+        """Mark this context's unreported earlier calls on the same path as covered."""
+        ids = self._episodes.get({}).get(self._key, ())
+        with self._lock:
+            for trace_id in ids:
+                earlier = self._traces.get(trace_id)
+                if (
+                    earlier is not None
+                    and earlier is not trace
+                    and not earlier.reported
+                    and earlier.path.path_id == trace.path.path_id
+                ):
+                    earlier.reported = True
+                    earlier.outcome = "covered"
 
     def get(self, trace_id: str) -> Trace | None:
         """A trace this router issued (None if unknown or evicted)."""

@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kalibr_core._domain import (
     PathSpec,
@@ -43,7 +43,6 @@ from kalibr_core._errors import (
     ProviderError,
     ValidationError,
 )
-from kalibr_core._intelligence import Intelligence
 from kalibr_core.router import _modalities
 from kalibr_core.router._chat import (
     ACHAT,
@@ -69,6 +68,9 @@ from kalibr_core.router._types import (
     TranscriptionResult,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from kalibr_core._api import IntelligenceBackend
 
 logger = logging.getLogger("kalibr_core.router")
 
@@ -120,7 +122,7 @@ class Router:
         prefer_cached: bool = False,
         pipeline_id: str | None = None,
         *,
-        intelligence: Intelligence | None = None,
+        intelligence: IntelligenceBackend | None = None,
         tools: ToolRegistry | None = None,
         durable_reports: bool = False,
     ) -> None:
@@ -170,12 +172,14 @@ class Router:
         self._unsent_lock = threading.Lock()
         self._by_id = {s.path_id: s for s in specs}
         self._models = list(dict.fromkeys(s.model_id for s in specs))
+        self._auto_register = bool(auto_register)
+        self._registered = False
         if auto_register:
             self._register()
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
-    def intelligence(self) -> Intelligence:
+    def intelligence(self) -> IntelligenceBackend:
         """The Intelligence this router decides with and reports to."""
         if self._intel_override is not None:
             return self._intel_override
@@ -189,6 +193,15 @@ class Router:
                 self.intelligence.register_spec(spec)
         except Exception as exc:  # fail open: routing still works on the first path
             logger.warning("registering the paths of %s failed (%s); continuing", self.goal, exc)
+        else:
+            self._registered = True
+
+    def _ensure_registered(self) -> None:
+        # Paths the backend could not take at creation are registered once it answers again;
+        # until then it knows no path of this goal, so routing would stay on the first path
+        # and outcomes would be stored without one.
+        if self._auto_register and not self._registered:
+            self._register()
 
     def _begin(self, force_model: str | None) -> Trace:
         """Decide (or honour force_model), failing open to the first path."""
@@ -209,6 +222,7 @@ class Router:
         return trace
 
     def _decide(self) -> Trace:
+        self._ensure_registered()
         started = time.perf_counter()
         try:
             decision = self.intelligence.decide(
@@ -293,6 +307,9 @@ class Router:
         started = time.perf_counter()
         try:
             result = CHAT[target.sdk](client, target, messages, params)
+        except ValidationError:
+            self._book.claim(trace, "invalid request")  # the caller's input, not the path's
+            raise
         except Exception as exc:
             raise self._provider_failure(trace, exc, started) from exc
         return self._finish(trace, result, started, target)
@@ -318,6 +335,9 @@ class Router:
         started = time.perf_counter()
         try:
             result = await ACHAT[target.sdk](client, target, messages, params)
+        except ValidationError:
+            self._book.claim(trace, "invalid request")  # the caller's input, not the path's
+            raise
         except Exception as exc:
             error = self._measure_failure(trace, exc, started)
             await asyncio.to_thread(self._record, trace, False, None, error[0], str(exc)[:1000])
@@ -402,8 +422,17 @@ class Router:
         return response
 
     def _evaluate(self, trace: Trace, output: str, has_tool_calls: bool) -> None:
-        """Report automatically with score_when / success_when, or for an empty output."""
+        """Report automatically with score_when / success_when, or for an empty output.
+
+        A turn that only calls tools is an intermediate step of a tool loop: it is not judged
+        on its own; the turn that answers is, and its outcome covers the earlier tool turns of
+        the same path in this thread/task.
+        """
         empty = not output.strip() and not has_tool_calls
+        if has_tool_calls and not output.strip():
+            return
+        if self.score_when is not None or self.success_when is not None or empty:
+            self._book.cover_earlier(trace)
         if self.score_when is not None:
             score = validate_score(float(self.score_when(output)))
             assert score is not None
@@ -503,6 +532,8 @@ class Router:
                 warnings.warn(message, UserWarning, stacklevel=3)
             logger.warning(message)
             return
+        if reason is not None and len(reason) > 4096:
+            reason = reason[:4093] + "..."  # keep the outcome; trim the free text
         metadata: dict[str, Any] = {"provider": trace.provider, "decision": trace.reason}
         if self.session_id:
             metadata["session_id"] = self.session_id
@@ -526,6 +557,7 @@ class Router:
         self._send([outcome])
 
     def _send(self, outcomes: list[dict[str, Any]]) -> None:
+        self._ensure_registered()
         with self._unsent_lock:
             pending, self._unsent = [*self._unsent, *outcomes], []
         for index, outcome in enumerate(pending):

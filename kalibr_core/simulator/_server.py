@@ -715,6 +715,7 @@ class ProviderSimulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # bursts of concurrent clients (50 threads) must not stall
 
     def __init__(
         self, address: tuple[str, int], sim: ProviderSimulator, family: socket.AddressFamily

@@ -148,4 +148,3 @@ def rejecting_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-

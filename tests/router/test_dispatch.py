@@ -57,7 +57,14 @@ def new_records(sim: ProviderSimulator, before: int) -> list[tuple[str, str]]:
             "claude-haiku-4-5",
             "anthropic",
         ),
-        ("deepseek-chat", "DEEPSEEK_BASE_URL", "openai", "openai.chat", "deepseek-chat", "deepseek"),
+        (
+            "deepseek-chat",
+            "DEEPSEEK_BASE_URL",
+            "openai",
+            "openai.chat",
+            "deepseek-chat",
+            "deepseek",
+        ),
         (
             "gemini-2.0-flash",
             "GOOGLE_BASE_URL",

@@ -12,8 +12,6 @@ from kalibr_core.router import ToolRegistry, register_tool
 from kalibr_core.router._chat import to_anthropic_messages
 from kalibr_core.simulator import ProviderSimulator
 
-pytestmark = pytest.mark.simulator
-
 STORY = "Tell me about the history of the harbour and its lighthouse keepers"
 SUM = "What is 17 + 25?"
 ADD = {
@@ -46,6 +44,7 @@ def the_call(response: Any) -> tuple[str, dict[str, Any]]:
     return call.function.name, json.loads(call.function.arguments)
 
 
+@pytest.mark.simulator
 def test_path_params_reach_the_provider_and_caller_arguments_win(
     sim_env: ProviderSimulator, make_router: Any
 ) -> None:
@@ -74,6 +73,7 @@ def test_path_params_reach_the_provider_and_caller_arguments_win(
     assert [r.outcome for r in sim_env.records("gpt-4o")[before:]] == ["ok"] * 4
 
 
+@pytest.mark.simulator
 def test_a_path_param_the_provider_rejects_fails_the_call(
     sim_env: ProviderSimulator, make_router: Any, stored: Any
 ) -> None:
@@ -85,6 +85,7 @@ def test_a_path_param_the_provider_rejects_fails_the_call(
     assert outcome.params == {"temperature": 7}
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
 def test_path_tool_dicts_reach_the_provider(
     sim_env: ProviderSimulator, make_router: Any, model: str
@@ -98,6 +99,7 @@ def test_path_tool_dicts_reach_the_provider(
     assert the_call(response) == ("add", {"a": 17, "b": 25})
 
 
+@pytest.mark.simulator
 def test_tool_names_resolve_through_a_registry(
     sim_env: ProviderSimulator, make_router: Any
 ) -> None:
@@ -108,6 +110,7 @@ def test_tool_names_resolve_through_a_registry(
     assert the_call(router.completion(ask(SUM))) == ("add", {"a": 17, "b": 25})
 
 
+@pytest.mark.simulator
 def test_register_tool_builds_the_schema_from_a_typed_function(
     sim_env: ProviderSimulator, make_router: Any
 ) -> None:
@@ -126,6 +129,7 @@ def test_register_tool_builds_the_schema_from_a_typed_function(
     )
 
 
+@pytest.mark.simulator
 def test_caller_tools_win_over_the_path_tools(sim_env: ProviderSimulator, make_router: Any) -> None:
     router = make_router("tool_override", [{"model": "gpt-4o", "tools": [WEATHER]}])
 
@@ -135,12 +139,11 @@ def test_caller_tools_win_over_the_path_tools(sim_env: ProviderSimulator, make_r
     assert plain.choices[0].message.content == "42"
 
 
+@pytest.mark.simulator
 def test_an_unknown_tool_name_is_a_configuration_error_recorded_as_tool_error(
     sim_env: ProviderSimulator, make_router: Any, stored: Any
 ) -> None:
-    router = make_router(
-        "tool_unknown", [{"model": "gpt-4o", "tools": ["nobody_registered_this"]}]
-    )
+    router = make_router("tool_unknown", [{"model": "gpt-4o", "tools": ["nobody_registered_this"]}])
     before = len(sim_env.records())
 
     with pytest.raises(ConfigurationError, match="nobody_registered_this"):
@@ -151,6 +154,7 @@ def test_an_unknown_tool_name_is_a_configuration_error_recorded_as_tool_error(
     assert (outcome.success, outcome.failure_category) == (False, "tool_error")
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
 def test_tool_call_round_trip(
     sim_env: ProviderSimulator, make_router: Any, stored: Any, model: str

@@ -116,9 +116,20 @@ def test_a_provider_timeout_is_a_timeout_outcome(
     assert 100 <= outcome.latency_ms < 1000
 
 
-@pytest.mark.parametrize("model", ["gpt-4o-ctx16", "claude-haiku-4-5-ctx16", "org/tiny-ctx16"])
+@pytest.mark.parametrize(
+    ("model", "sdk_error"),
+    [
+        ("gpt-4o-ctx16", openai.BadRequestError),
+        ("claude-haiku-4-5-ctx16", anthropic.BadRequestError),
+        ("org/tiny-ctx16", HfHubHTTPError),  # HTTP 422 from text-generation-inference
+    ],
+)
 def test_a_prompt_over_the_context_window_is_context_exceeded(
-    sim_env: ProviderSimulator, make_router: Any, stored: Any, model: str
+    sim_env: ProviderSimulator,
+    make_router: Any,
+    stored: Any,
+    model: str,
+    sdk_error: type[BaseException],
 ) -> None:
     router = make_router("context", [model])
     assert router.completion(ask(SUM)).choices[0].message.content == "42"  # fits
@@ -126,7 +137,7 @@ def test_a_prompt_over_the_context_window_is_context_exceeded(
     with pytest.raises(ContextExceededError) as caught:
         router.completion(ask(LONG))
 
-    assert caught.value.__cause__ is not None
+    assert isinstance(caught.value.__cause__, sdk_error)
     [outcome] = stored("context")
     assert (outcome.success, outcome.failure_category) == (False, "context_exceeded")
 

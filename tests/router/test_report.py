@@ -74,9 +74,7 @@ def test_score_when_wins_over_success_when(
         asked.append(output)
         return False
 
-    router = make_router(
-        "score_wins", ["gpt-4o"], success_when=never, score_when=lambda _: 0.9
-    )
+    router = make_router("score_wins", ["gpt-4o"], success_when=never, score_when=lambda _: 0.9)
     router.completion(ask(SUM))
     [outcome] = stored("score_wins")
     assert (outcome.success, outcome.score) == (True, 0.9)
@@ -271,7 +269,10 @@ def test_a_forced_conversation_gets_one_outcome_per_path_used(
     assert all(o.success for o in outcomes)
     assert second.kalibr_decision == third.kalibr_decision == "forced"
     # Both paths learned from the conversation: one outcome each.
-    learned = {p["model_id"]: p["total_outcomes"] for p in router.intelligence.stats("conversation")["paths"]}
+    learned = {
+        p["model_id"]: p["total_outcomes"]
+        for p in router.intelligence.stats("conversation")["paths"]
+    }
     assert learned == {model: 1, other: 1}
 
 

@@ -135,7 +135,9 @@ def test_no_prompt_or_completion_text_is_ever_stored(
         scored = Router("privacy", ["gpt-4o"], score_when=lambda _: 0.1, intelligence=intel)
         manual = Router("privacy", ["claude-sonnet-4-6"], intelligence=intel)
         tight = Router("privacy", ["gpt-4o-ctx12"], intelligence=intel)
-        streamed = Router("privacy", ["claude-haiku-4-5"], success_when=extracts, intelligence=intel)
+        streamed = Router(
+            "privacy", ["claude-haiku-4-5"], success_when=extracts, intelligence=intel
+        )
 
         answers = [right.completion(messages), wrong.completion(messages)]
         answers.append(scored.completion(messages))

@@ -102,7 +102,9 @@ def test_threads_reusing_pool_workers_report_only_their_own_calls(
 
     def work(i: int) -> tuple[str, int]:
         response = router.completion(question(i))
-        router.report(success=i % 2 == 0, failure_category=None if i % 2 == 0 else "user_unsatisfied")
+        router.report(
+            success=i % 2 == 0, failure_category=None if i % 2 == 0 else "user_unsatisfied"
+        )
         return response.kalibr_trace_id, i
 
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -149,7 +149,10 @@ def test_async_streams_work_across_event_loops(
 
 @pytest.mark.parametrize(
     ("model", "sdk_error"),
-    [("gpt-4o-stream429", openai.RateLimitError), ("claude-haiku-4-5-stream429", anthropic.RateLimitError)],
+    [
+        ("gpt-4o-stream429", openai.RateLimitError),
+        ("claude-haiku-4-5-stream429", anthropic.RateLimitError),
+    ],
 )
 def test_a_stream_the_provider_refuses_raises_and_is_reported(
     sim_env: ProviderSimulator, make_router: Any, stored: Any, model: str, sdk_error: type

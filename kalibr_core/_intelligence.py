@@ -833,7 +833,9 @@ class Intelligence:
     ) -> dict[str, Any]:
         """Correct the latest outcome of (trace_id, goal) with a late signal.
 
-        Only the fields passed (not None) change; ``metadata`` is merged. The posterior is
+        Only the fields passed (not None) change; ``metadata`` is merged. Routing learns from
+        the score when the outcome has one (else from success): to correct what a scored
+        outcome taught, pass the new ``score``. The posterior is
         corrected (old contribution out, new one in), exactly as if the corrected outcome had
         been reported in the first place.
 

@@ -737,6 +737,8 @@ class RemoteIntelligence:
                 )
             if acknowledged is not None:
                 answer = {**answer, **acknowledged, "status": "accepted"}
+            else:
+                self._kick()  # still queued: the sender replays it
         else:
             self._kick()
         return {**answer, "outcome_id": key}
@@ -793,6 +795,7 @@ class RemoteIntelligence:
                 trace_id=trace_id,
             )
         if answer is None:
+            self._kick()
             return {"status": "queued", "trace_id": trace_id, "goal": goal, "fields_updated": []}
         return answer
 
@@ -1035,6 +1038,7 @@ class RemoteIntelligence:
                     )
                 self._health.failure(f"HTTP {status}: {message}", auth=status in (401, 403))
         self._append("register", f"register-{spec.path_id}", body)
+        self._kick()
         return {
             "path_id": spec.path_id,
             "goal": spec.goal,

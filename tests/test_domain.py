@@ -344,6 +344,7 @@ def test_unknown_constraint_error_lists_the_accepted_keys(intel: Intelligence) -
         pytest.param({"staleness_days": 0}, id="staleness-zero"),
         pytest.param({"exploration_on_high_risk": "yes"}, id="high-risk-str"),
         pytest.param({"explore_rate": 0.1}, id="unknown-key"),
+        pytest.param({"explore_rate": None}, id="unknown-key-none"),
     ],
 )
 def test_bad_exploration_config_is_rejected_and_not_stored(

@@ -214,6 +214,35 @@ def test_a_queued_outcome_can_be_updated_at_once(intel: Intelligence) -> None:
     assert (row["total_outcomes"], row["lifetime_success_rate"]) == (1, 0.0)
 
 
+def test_a_replayed_outcome_id_counts_once(tmp_db: str) -> None:
+    with Intelligence(tmp_db) as first, Intelligence(tmp_db) as second:
+        first.register_path(GOAL, "gpt-4o")
+        assert path_row(second, "gpt-4o")["total_outcomes"] == 0
+        for target in (first, first, second):  # a client replaying after an outage
+            result = target.report_outcome(
+                "t1", GOAL, success=True, model_id="gpt-4o", outcome_id="client-42"
+            )
+            assert result["status"] == "accepted"
+        for _ in range(2):
+            first.report_outcome(
+                "t2", GOAL, success=False, model_id="gpt-4o", outcome_id="o2", wait=False
+            )
+        first.flush()
+        first.report_outcome("t3", GOAL, success=True, model_id="gpt-4o")  # no key: counted
+        assert first.store.count_outcomes("default", GOAL) == 3
+        for target in (first, second):
+            target.decide(GOAL)
+            row = path_row(target, "gpt-4o")
+            assert row["total_outcomes"] == 3
+            assert row["lifetime_success_rate"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_a_bad_outcome_id_is_rejected(intel: Intelligence) -> None:
+    with pytest.raises(ValidationError, match="outcome_id"):
+        intel.report_outcome("t", GOAL, success=True, model_id="m", outcome_id="a b")
+    assert intel.store.count_outcomes("default") == 0
+
+
 # -- update_outcome ------------------------------------------------------------------------------
 def test_update_changes_only_the_fields_passed(intel: Intelligence) -> None:
     intel.register_path(GOAL, "gpt-4o")

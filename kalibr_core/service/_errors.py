@@ -40,7 +40,6 @@ from kalibr_core._errors import (
 logger = logging.getLogger("kalibr_core.service")
 
 _TYPES_BY_STATUS = {
-    400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -144,6 +143,11 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if status == 400:
+        # FastAPI's only 400: a body it cannot decode (not UTF-8). Like invalid JSON, a 422.
+        return error_response(
+            422, "validation_error", "the request body is not valid JSON (use UTF-8 encoded JSON)"
+        )
     kind = _TYPES_BY_STATUS.get(status, "http_error")
     if status == 404:
         message = f"no endpoint {request.url.path}; the endpoints are listed at /docs"

@@ -377,7 +377,8 @@ class PostgresStore:
 
     @staticmethod
     def _lock(conn: psycopg.Connection[Any], keys: Iterable[int]) -> None:
-        return
+        for key in sorted(set(keys)):
+            conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (key,))
 
     @contextmanager
     def _connect(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:

@@ -144,8 +144,8 @@ def test_open_store_understands_urls(tmp_path: Path) -> None:
             store.close()
     assert (tmp_path / "x.db").exists()
     assert (tmp_path / "y.db").exists()
-    with pytest.raises(ConfigurationError, match="postgresql"):
-        open_store("postgresql://localhost/kalibr")
+    with pytest.raises(ConfigurationError, match="mongodb"):
+        open_store("mongodb://localhost/kalibr")
 
 
 def test_the_default_file_comes_from_the_environment(
@@ -301,6 +301,28 @@ def test_a_detected_degradation_survives_a_restart(tmp_db: str, run_goal: RunGoa
         assert reopened.get_policy(GOAL)["recommended_model"] == "backup"
         chosen = Counter(reopened.decide(GOAL)["model_id"] for _ in range(200))
         assert chosen["backup"] > 170, chosen
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="only the epoch of a detected change is stored, not the change: after a restart "
+    "the degraded path is no longer demoted or 'degrading' and drift_detected disappears "
+    "(reported)",
+)
+def test_a_detected_drift_is_still_reported_after_a_restart(tmp_db: str, run_goal: RunGoal) -> None:
+    with Intelligence(tmp_db, seed=1) as intel:
+        intel.register_path(GOAL, "primary")
+        intel.register_path(GOAL, "backup")
+        run_goal(intel, GOAL, {"primary": 0.95, "backup": 0.6}, n=300, seed=1)
+        run_goal(intel, GOAL, {"primary": 0.05, "backup": 0.6}, n=120, seed=2)
+        signals = intel.get_insights(GOAL)["goals"][0]["actionable_signals"]
+        assert "drift_detected" in {s["type"] for s in signals}
+    with Intelligence(tmp_db, seed=2) as reopened:
+        rows = {p["model_id"]: p for p in reopened.stats(GOAL)["paths"]}
+        assert rows["primary"]["trend"] == "degrading"
+        assert rows["primary"]["demoted"] is True
+        signals = reopened.get_insights(GOAL)["goals"][0]["actionable_signals"]
+        assert "drift_detected" in {s["type"] for s in signals}
 
 
 def test_a_rollback_survives_a_restart(tmp_db: str, seed_outcomes: SeedOutcomes) -> None:

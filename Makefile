@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[providers,dev]'
+	$(BIN)/pip install --quiet -e '.[providers,postgres,service,dev]'
 	touch $(STAMP)
 
 ## First README command: set up and run the demo (embedded SQLite, simulator, no API keys).

@@ -340,6 +340,10 @@ class Intelligence:
         store = self.store
         router = scope.router
         scope.pending.clear()  # the log holds them too
+        stored_config = store.get_config(scope.tenant, scope.goal)
+        config = ExplorationConfig.from_dict(stored_config) if stored_config else None
+        if config is not None and config != router.config:
+            router.config = config  # set by another process or replica
         for record in store.list_paths(scope.tenant, scope.goal, include_disabled=True):
             info = _path_info(record)
             known = router.paths.get(info.path_id)

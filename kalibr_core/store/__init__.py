@@ -24,8 +24,8 @@ from kalibr_core.store._records import (
 )
 from kalibr_core.store._sqlite import SCHEMA_VERSION, SqliteStore, default_db_path
 
-if TYPE_CHECKING:
-    from kalibr_core.store._postgres import PostgresStore
+if TYPE_CHECKING:  # imported on first use (see __getattr__): psycopg is optional
+    from kalibr_core.store._postgres import PostgresStore as PostgresStore
 
 
 def open_store(url: str | os.PathLike[str] | None = None) -> Store:
@@ -65,7 +65,6 @@ def _postgres_store_class() -> type[PostgresStore]:
 
 
 def __getattr__(name: str) -> Any:
-    # PostgresStore is imported on first use: psycopg is an optional dependency.
     if name == "PostgresStore":
         return _postgres_store_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

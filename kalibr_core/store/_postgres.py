@@ -638,11 +638,14 @@ class PostgresStore:
         assigned: list[tuple[int, int, bool]] = []
         with self._write() as conn:
             self._lock(conn, (self._scope_lock(o.tenant, o.goal, o.pipeline_id) for o in outcomes))
+            results: list[tuple[int | None, int]] = []
             with conn.cursor() as cursor:
-                cursor.executemany(
-                    _RECORD_OUTCOME, [_outcome_params(o) for o in outcomes], returning=True
-                )
-                results: list[tuple[int | None, int]] = []
+                if len(outcomes) == 1:  # the common case: skip executemany's pipeline set-up
+                    cursor.execute(_RECORD_OUTCOME, _outcome_params(outcomes[0]))
+                else:  # pipelined: one round trip for the whole batch
+                    cursor.executemany(
+                        _RECORD_OUTCOME, [_outcome_params(o) for o in outcomes], returning=True
+                    )
                 while True:
                     row = cursor.fetchone()
                     assert row is not None  # the final SELECT always yields one row

@@ -62,6 +62,8 @@ from kalibr_core.engine import (
     Selection,
 )
 from kalibr_core.engine._insights import PathView, cross_goal_summary, goal_insight
+from kalibr_core.engine._timeline import DEFAULT_ROLLING, MAX_BUCKETS, Bucket
+from kalibr_core.engine._timeline import timeline as bucket_timeline
 from kalibr_core.store import (
     CorrectionRecord,
     DecisionRecord,
@@ -1148,6 +1150,71 @@ class Intelligence:
             "cross_goal_summary": cross_goal_summary(entries),
         }
 
+    def timeline(
+        self,
+        goal: str | None = None,
+        window_hours: float = 24,
+        buckets: int = 24,
+        *,
+        rolling: int = DEFAULT_ROLLING,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Each goal's outcomes over time: per-path traffic share and rolling success.
+
+        The window ``[now - window_hours, now]`` is cut into ``buckets`` equal slices; a
+        path's rolling success rate in a slice is that of its last ``rolling`` outcomes up to
+        the slice's end. Timestamps are seconds since the epoch.
+
+        Example:
+            >>> intel = Intelligence(":memory:")
+            >>> _ = intel.register_path("summarize", "gpt-4o")
+            >>> _ = intel.report_outcome("t-1", "summarize", success=True, model_id="gpt-4o")
+            >>> series = intel.timeline("summarize", window_hours=1, buckets=4)["goals"][0]
+            >>> [bucket["outcomes"] for bucket in series["buckets"]]
+            [0, 0, 0, 1]
+            >>> intel.close()
+        """
+        tenant = self._tenant(tenant)
+        window = _window(window_hours)
+        buckets = _bounded_int(buckets, "buckets", 1, MAX_BUCKETS)
+        rolling = _bounded_int(rolling, "rolling", 1, 100_000)
+        goals = [validate_goal(goal)] if goal is not None else self.store.list_goals(tenant)
+        end = time.time()
+        start = end - window * 3600
+        by_goal: dict[str, list[OutcomeRecord]] = {g: [] for g in goals}
+        for outcome in self.store.outcomes_in_window(tenant, goal, start):
+            by_goal.setdefault(outcome.goal, []).append(outcome)
+        entries = []
+        for name in goals:
+            paths = self.store.list_paths(tenant, name, include_disabled=True)
+            series = bucket_timeline(
+                by_goal[name], [p.path_id for p in paths], start, end, buckets, rolling=rolling
+            )
+            entries.append(
+                {
+                    "goal": name,
+                    "paths": [
+                        {
+                            "path_id": p.path_id,
+                            "model_id": p.model_id,
+                            "tool_id": p.tool_id,
+                            "enabled": p.enabled,
+                        }
+                        for p in paths
+                    ],
+                    "buckets": [_bucket_dict(b) for b in series],
+                }
+            )
+        return {
+            "tenant_id": tenant,
+            "window_hours": window,
+            "start": start,
+            "end": end,
+            "bucket_seconds": (end - start) / buckets,
+            "rolling_outcomes": rolling,
+            "goals": entries,
+        }
+
 
 # -- helpers ----------------------------------------------------------------------------------
 PROPENSITY_DRAWS = 128
@@ -1250,6 +1317,8 @@ def _optional_text(value: object, field_name: str, limit: int = 4096) -> str | N
         )
     if len(value) > limit:
         raise ValidationError(f"{field_name} is longer than {limit} characters", field=field_name)
+    if "\x00" in value:
+        raise ValidationError(f"{field_name} must not contain NUL characters", field=field_name)
     return value
 
 
@@ -1268,6 +1337,36 @@ def _window(hours: object) -> float:
             field="window_hours",
         )
     return float(hours)
+
+
+def _bounded_int(value: object, field_name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(
+            f"{field_name} must be a whole number from {low} to {high}, got {value!r}",
+            field=field_name,
+        )
+    return value
+
+
+def _bucket_dict(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "start": bucket.start,
+        "end": bucket.end,
+        "outcomes": bucket.outcomes,
+        "successes": bucket.successes,
+        "success_rate": _round(bucket.success_rate, 4),
+        "unattributed": bucket.unattributed,
+        "paths": {
+            path_id: {
+                "outcomes": point.outcomes,
+                "successes": point.successes,
+                "traffic_share": round(point.traffic_share, 4),
+                "success_rate": _round(point.success_rate, 4),
+                "rolling_success_rate": _round(point.rolling_success_rate, 4),
+            }
+            for path_id, point in bucket.paths.items()
+        },
+    }
 
 
 def _round(value: float | None, digits: int) -> float | None:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-full clean
+.PHONY: demo test lint typecheck unit chromium bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ demo: $(STAMP)
 ## Second README command: set up and run the whole test suite plus ruff and mypy.
 test: $(STAMP) lint typecheck unit
 
-unit: $(STAMP)
+unit: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+## The browser tests drive Debian's chromium through Playwright, never a downloaded browser.
+## Installed here when missing and running as root (CI); otherwise those tests skip and say why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y --no-install-recommends chromium; \
+	else echo "note: no chromium (apt-get install chromium); the browser tests will skip"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check kalibr_core tests benchmarks examples

@@ -50,6 +50,8 @@ from kalibr_core._errors import (
     ValidationError,
 )
 from kalibr_core._intelligence import Intelligence
+from kalibr_core._outbox import Outbox
+from kalibr_core._remote import RemoteBudget, RemoteIntelligence
 from kalibr_core._version import __version__
 from kalibr_core.engine import EngineTuning, ExplorationConfig
 
@@ -67,10 +69,13 @@ __all__ = [
     "KalibrError",
     "NoPathAvailableError",
     "NotFoundError",
+    "Outbox",
     "PathSpec",
     "ProviderError",
     "ProviderTimeoutError",
     "RateLimitedError",
+    "RemoteBudget",
+    "RemoteIntelligence",
     "StoreError",
     "ValidationError",
     "__version__",

@@ -1,7 +1,7 @@
 """The functional API: module-level functions over one process-wide Intelligence.
 
 The default instance is created on first use from the environment. With
-``KALIBR_INTELLIGENCE_URL`` set it is a :class:`~kalibr_core._remote.RemoteIntelligence` of that
+``KALIBR_INTELLIGENCE_URL`` set it is a :class:`~kalibr_core.RemoteIntelligence` of that
 service (``KALIBR_API_KEY`` required, ``KALIBR_TENANT_ID`` default ``"default"``; see
 docs/remote.md); otherwise a local :class:`Intelligence` over ``KALIBR_STORE_URL`` (or
 ``KALIBR_DB``, a SQLite file path) for tenant ``KALIBR_TENANT_ID``. Call :func:`configure` to
@@ -54,7 +54,7 @@ def configure(
             ``store`` or ``url``, ``$KALIBR_INTELLIGENCE_URL`` selects remote mode.
         api_key: The API key in remote mode (default ``$KALIBR_API_KEY``).
         **options: Passed to :class:`~kalibr_core.Intelligence` (``sync_interval_s``,
-            ``seed``) or to :class:`~kalibr_core._remote.RemoteIntelligence` (``budget``,
+            ``seed``) or to :class:`~kalibr_core.RemoteIntelligence` (``budget``,
             ``outbox``, ``seed``).
 
     Returns:
@@ -100,7 +100,7 @@ def _remote(
 def get_intelligence() -> IntelligenceBackend:
     """The process-wide Intelligence, created from the environment on first use.
 
-    Remote (a :class:`~kalibr_core._remote.RemoteIntelligence`) when
+    Remote (a :class:`~kalibr_core.RemoteIntelligence`) when
     ``KALIBR_INTELLIGENCE_URL`` is set, local otherwise.
 
     Raises:

@@ -15,12 +15,13 @@ they use a local :class:`~kalibr_core.Intelligence`. What it adds (see docs/remo
   idempotency key) and is appended to a durable on-disk outbox (:mod:`kalibr_core._outbox`)
   before anything is sent; it leaves the outbox only once the service acknowledged it. A
   background sender delivers the outbox in order and retries with back-off while the service is
-  down; ``flush()`` drains it (bounded), and so does interpreter exit. Delivery is at least
-  once, the service stores each ``outcome_id`` once: every outcome is recorded exactly once.
+  down (:mod:`kalibr_core._sender`); ``flush()`` drains it (bounded), and so does interpreter
+  exit. Delivery is at least once, the service stores each ``outcome_id`` once: every outcome
+  is recorded exactly once.
   Corrections (``update_outcome``) and the path registrations the service could not take go
   through the same queue, so they reach it in order.
 * **Rejections are kept.** An entry the service rejects as invalid (4xx other than
-  401/403/408/429) moves to the outbox's dead letters and is logged as an error.
+  401/403/408/425/429) moves to the outbox's dead letters and is logged as an error.
 
 Arguments are validated locally by the same functions as in local mode, so bad input raises the
 same :class:`~kalibr_core.ValidationError` before anything is queued or sent.
@@ -33,7 +34,6 @@ import concurrent.futures
 import logging
 import math
 import os
-import random
 import threading
 import time
 import urllib.parse
@@ -77,12 +77,15 @@ from kalibr_core._intelligence import (
     _optional_tool,
     _window,
 )
-from kalibr_core._outbox import (
-    EntryKind,
-    Outbox,
-    OutboxEntry,
-    default_outbox_path,
-    lease_owner,
+from kalibr_core._outbox import EntryKind, Outbox, default_outbox_path
+from kalibr_core._sender import (
+    OutboxSender,
+    Rejected,
+    ServiceHealth,
+    UnreachableError,
+    error_message,
+    json_object,
+    retryable,
 )
 from kalibr_core._version import __version__
 from kalibr_core.engine import EngineTuning, ExplorationConfig
@@ -93,18 +96,9 @@ _DECIDE = "/api/v1/routing/decide"
 _PATHS = "/api/v1/routing/paths"
 _STATS = "/api/v1/routing/stats"
 _CONFIG = "/api/v1/routing/config"
-_REPORT = "/api/v1/intelligence/report-outcome"
-_UPDATE = "/api/v1/intelligence/update-outcome"
 _INSIGHTS = "/api/v1/intelligence/insights"
 _POLICY = "/api/v1/intelligence/policy"
 _ALTERNATIVE = "/api/v1/intelligence/get-alternative"
-_ENDPOINTS: dict[str, str] = {"report": _REPORT, "update": _UPDATE, "register": _PATHS}
-
-# 401/403: the key is wrong or revoked (an operator fixes it; outcomes wait). 408/429/5xx: the
-# service is overloaded or failing. Everything else 4xx says the request itself is invalid.
-_RETRYABLE = frozenset({401, 403, 408, 425, 429})
-_LEASE_TTL_S = 10.0
-_IDLE_POLL_S = 1.0
 _RECENT_DECISIONS = 50_000
 
 
@@ -151,16 +145,6 @@ class RemoteBudget:
             raise ValidationError("retry_initial must not exceed retry_max", field="retry_initial")
 
 
-class _UnreachableError(Exception):
-    """The service did not answer (connection, timeout, protocol error)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    status: int
-    message: str
-
-
 @dataclass(frozen=True, slots=True)
 class _Issued:
     goal: str
@@ -169,92 +153,6 @@ class _Issued:
     model_id: str
     tool_id: str | None
     params: dict[str, Any]
-
-
-def _message(response: httpx.Response) -> str:
-    """The service's error message (``{"error": {"message"}}``), else the body's start."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if "detail" in body:
-            return str(body["detail"])[:300]
-    return str(body)[:300]
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _retryable(status: int) -> bool:
-    return status in _RETRYABLE or status >= 500
-
-
-class _Health:
-    """Whether to try the service now: a failure opens a back-off window (a circuit breaker)."""
-
-    def __init__(self, budget: RemoteBudget, where: str) -> None:
-        self._budget = budget
-        self._where = where
-        self._lock = threading.Lock()
-        self._delay = budget.retry_initial
-        self._retry_at = 0.0
-        self.down_since: float | None = None
-        self.reason = ""
-
-    def available(self) -> bool:
-        """False while backing off after a failure."""
-        return time.monotonic() >= self._retry_at
-
-    def wait_s(self) -> float:
-        """Seconds until the next attempt is due."""
-        return max(0.0, self._retry_at - time.monotonic())
-
-    def failure(self, reason: str, *, auth: bool = False) -> None:
-        """Record a failure; log when the service goes from up to down."""
-        with self._lock:
-            now = time.monotonic()
-            first = self.down_since is None
-            if first:
-                self.down_since = now
-                self._delay = self._budget.retry_initial
-            else:
-                self._delay = min(self._budget.retry_max, self._delay * 2)
-            self.reason = reason
-            self._retry_at = now + self._delay * random.uniform(0.8, 1.2)
-        if first:
-            logger.log(
-                logging.ERROR if auth else logging.WARNING,
-                "the intelligence service %s is unavailable (%s): decisions fail open, "
-                "outcomes wait in the outbox and are replayed when it answers",
-                self._where,
-                reason,
-            )
-
-    def success(self) -> bool:
-        """Record an answer; True if the service was down until now."""
-        if self.down_since is None:
-            return False
-        with self._lock:
-            since, self.down_since = self.down_since, None
-            self._retry_at = 0.0
-            self._delay = self._budget.retry_initial
-        if since is None:
-            return False
-        logger.warning(
-            "the intelligence service %s answers again after %.1f s; replaying the outbox",
-            self._where,
-            time.monotonic() - since,
-        )
-        return True
 
 
 class RemoteIntelligence:
@@ -308,10 +206,19 @@ class RemoteIntelligence:
                 "KALIBR_API_KEY is not set: the intelligence service needs an API key "
                 "(create one with `kalibr-core keys create --tenant TENANT`)"
             )
+        if (
+            isinstance(snapshot_max_age_s, bool)
+            or not isinstance(snapshot_max_age_s, int | float)
+            or not snapshot_max_age_s > 0
+        ):
+            raise ValidationError(
+                f"snapshot_max_age_s must be a number of seconds > 0, got {snapshot_max_age_s!r}",
+                field="snapshot_max_age_s",
+            )
         self.url = url.rstrip("/")
         self.tenant = validate_goal(tenant, field_name="tenant")
         self.budget = budget or RemoteBudget()
-        self.snapshot_max_age_s = snapshot_max_age_s
+        self.snapshot_max_age_s = float(snapshot_max_age_s)
         if isinstance(outbox, Outbox):
             self.outbox, self._owns_outbox = outbox, False
         else:
@@ -333,23 +240,23 @@ class RemoteIntelligence:
         self._decider = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="kalibr-decide"
         )
-        self._health = _Health(self.budget, self.url)
+        self._health = ServiceHealth(self.budget.retry_initial, self.budget.retry_max, self.url)
+        self._sender = OutboxSender(
+            self.outbox,
+            self._post,
+            self._health,
+            report_s=self.budget.report,
+            retry_initial=self.budget.retry_initial,
+            retry_max=self.budget.retry_max,
+            idle=self._refresh_snapshots,
+        )
         self._fallback = FallbackRouter(self.outbox, tuning=tuning, seed=seed)
         self._issued: OrderedDict[str, _Issued] = OrderedDict()
         self._issued_lock = threading.Lock()
-        self._owner = lease_owner()
-        self._lease_until = 0.0
-        self._drain_lock = threading.Lock()
-        self._settled: dict[str, dict[str, Any] | _Rejected] = {}
-        self._waiting: set[str] = set()
-        self._settled_lock = threading.Lock()
         self._refresh: set[tuple[str, str]] = set()
         self._refresh_lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-        self._worker_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._closed = False
+        self._close_lock = threading.Lock()
         _live.add(self)
         leftover = self.outbox.count()
         if leftover:
@@ -371,7 +278,7 @@ class RemoteIntelligence:
             IntelligenceUnavailableError: entries are still queued (the service is down or
                 rejects the key); they stay in the outbox and are replayed later.
         """
-        remaining = self._drain_until(time.monotonic() + self.budget.flush)
+        remaining = self._sender.drain_until(time.monotonic() + self.budget.flush)
         if remaining:
             raise IntelligenceUnavailableError(
                 f"{remaining} request(s) still wait in the outbox {self.outbox.path} "
@@ -389,16 +296,15 @@ class RemoteIntelligence:
         What the service did not acknowledge stays in the outbox: the next client of the same
         service and tenant replays it. Idempotent.
         """
-        if self._closed:
-            return
+        with self._close_lock:
+            if not self._closed:
+                self._close()
+
+    def _close(self) -> None:
         deadline = time.monotonic() + self.budget.exit
-        self._stop.set()
-        self._wake.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._sender.stop(deadline)
         try:
-            remaining = self._drain_until(deadline)
+            remaining = self._sender.drain_until(deadline)
         except Exception:  # closing must finish; the outbox keeps what was not delivered
             logger.exception("delivering the outbox %s while closing failed", self.outbox.path)
             remaining = -1
@@ -413,10 +319,7 @@ class RemoteIntelligence:
                 self.url,
                 self.tenant,
             )
-        try:
-            self.outbox.release_lease(self._owner)
-        except Exception:  # the lease expires by itself
-            logger.debug("releasing the outbox lease failed", exc_info=True)
+        self._sender.release()
         self._decider.shutdown(wait=False, cancel_futures=True)
         self._http.close()
         if self._owns_outbox:
@@ -450,9 +353,17 @@ class RemoteIntelligence:
         try:
             return self._http.request(method, path, json=json, params=query, timeout=timeout)
         except (httpx.HTTPError, OSError) as exc:
-            raise _UnreachableError(
+            raise UnreachableError(
                 f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
             ) from exc
+
+    def _post(self, path: str, body: Mapping[str, Any], timeout: float) -> httpx.Response:
+        return self._request("POST", path, json=body, timeout=timeout)
+
+    def _kick(self) -> None:
+        """Wake the outbox's background sender."""
+        if not self._closed:
+            self._sender.kick()
 
     def _bounded(self, path: str, body: Mapping[str, Any], budget: float) -> httpx.Response:
         """POST on the pool, waiting at most ``budget`` seconds in total.
@@ -464,11 +375,16 @@ class RemoteIntelligence:
         try:
             future = self._decider.submit(self._request, "POST", path, json=body, timeout=budget)
         except RuntimeError as exc:  # the pool was shut down by close()
-            raise _UnreachableError("the client is closed") from exc
+            raise UnreachableError("the client is closed") from exc
         try:
             return future.result(timeout=budget)
         except concurrent.futures.TimeoutError:
-            raise _UnreachableError(f"no answer within {budget * 1000:.0f} ms") from None
+            raise UnreachableError(f"no answer within {budget * 1000:.0f} ms") from None
+        except UnreachableError:
+            raise
+        except Exception as exc:  # a routing-side failure must not reach the agent: fail open
+            logger.exception("the request to %s%s failed unexpectedly", self.url, path)
+            raise UnreachableError(f"{type(exc).__name__}: {exc}") from exc
 
     def _query(
         self,
@@ -487,14 +403,14 @@ class RemoteIntelligence:
             response = self._request(
                 method, path, json=json, params=params, timeout=self.budget.query
             )
-        except _UnreachableError as exc:
+        except UnreachableError as exc:
             self._health.failure(str(exc))
             raise IntelligenceUnavailableError(
                 f"the intelligence service {self.url} did not answer: {exc}", goal=goal
             ) from exc
         status = response.status_code
         if 200 <= status < 300:
-            body = _json_object(response)
+            body = json_object(response)
             if body is None:
                 raise IntelligenceUnavailableError(
                     f"the intelligence service {self.url} answered {path} with a body that is "
@@ -504,7 +420,7 @@ class RemoteIntelligence:
             if self._health.success():
                 self._kick()
             return body
-        message = _message(response)
+        message = error_message(response)
         if status == 404:
             raise not_found(message, goal=goal)
         if status in (401, 403):
@@ -514,7 +430,7 @@ class RemoteIntelligence:
                 "KALIBR_TENANT_ID",
                 goal=goal,
             )
-        if _retryable(status):
+        if retryable(status):
             self._health.failure(f"HTTP {status}: {message}")
             raise IntelligenceUnavailableError(
                 f"the intelligence service {self.url} failed (HTTP {status}: {message})",
@@ -591,12 +507,12 @@ class RemoteIntelligence:
             return None, f"the service is unavailable ({self._health.reason})", None
         try:
             response = self._bounded(_DECIDE, body, self.budget.decide)
-        except _UnreachableError as exc:
+        except UnreachableError as exc:
             self._health.failure(str(exc))
             return None, str(exc), None
         status = response.status_code
         if 200 <= status < 300:
-            decision = _json_object(response)
+            decision = json_object(response)
             if (
                 decision is None
                 or not isinstance(decision.get("trace_id"), str)
@@ -610,12 +526,12 @@ class RemoteIntelligence:
                 self._kick()
             decision.setdefault("source", "service")
             return decision, "", None
-        message = _message(response)
+        message = error_message(response)
         if status == 404:
             if self._health.success():
                 self._kick()
             return None, f"the service has no path ({message})", message
-        if _retryable(status):
+        if retryable(status):
             self._health.failure(f"HTTP {status}: {message}", auth=status in (401, 403))
             return None, f"HTTP {status}: {message}", None
         logger.error("the intelligence service refused a decision (HTTP %d: %s)", status, message)
@@ -670,10 +586,13 @@ class RemoteIntelligence:
         client are filled in when not given, so the service can attribute outcomes of
         fail-open decisions it never saw.
 
+        Once the outcome is queued nothing else raises (but the service's rejection), so a
+        caller that retries after an error cannot queue it twice.
+
         Raises:
             ValidationError: bad arguments, or (``wait=True``) the service rejected the
                 outcome as invalid (it is kept in the outbox's dead letters).
-            StoreError: the outbox file cannot be written (disk full).
+            StoreError: the outbox file cannot be written (disk full); nothing was queued.
         """
         self._check_tenant(tenant)
         trace_id = validate_trace_id(trace_id)
@@ -721,13 +640,20 @@ class RemoteIntelligence:
         }
         body = {k: v for k, v in body.items() if v is not None}
         self._append("report", key, body)
+        # Queued: from here on nothing may raise but the service's own rejection, or a caller
+        # retrying the report (as the Router does after an error) would queue it twice.
         if issued is not None and issued.goal == goal and model == issued.model_id:
             value = clamped if clamped is not None else float(success)
-            self._fallback.observe(goal, issued.pipeline_id, issued.path_id, value, cost, latency)
+            try:
+                self._fallback.observe(
+                    goal, issued.pipeline_id, issued.path_id, value, cost, latency
+                )
+            except Exception:  # the snapshot is a fallback; the outcome itself is safe
+                logger.exception("folding outcome %s into the fail-open snapshot failed", key)
         answer = {"status": "queued", "trace_id": trace_id, "goal": goal, "path_id": None}
         if wait:
-            acknowledged = self._await(key)
-            if isinstance(acknowledged, _Rejected):
+            acknowledged = self._wait_for(key)
+            if isinstance(acknowledged, Rejected):
                 raise ValidationError(
                     f"the intelligence service rejected outcome {key} of trace {trace_id} "
                     f"(HTTP {acknowledged.status}: {acknowledged.message}); it is kept in the "
@@ -785,8 +711,8 @@ class RemoteIntelligence:
         body = {k: v for k, v in body.items() if v is not None}
         key = new_trace_id()
         self._append("update", key, body)
-        answer = self._await(key)
-        if isinstance(answer, _Rejected):
+        answer = self._wait_for(key)
+        if isinstance(answer, Rejected):
             error = NotFoundError if answer.status == 404 else ValidationError
             raise error(
                 f"the intelligence service rejected the update of trace {trace_id} "
@@ -799,6 +725,14 @@ class RemoteIntelligence:
             return {"status": "queued", "trace_id": trace_id, "goal": goal, "fields_updated": []}
         return answer
 
+    def _wait_for(self, key: str) -> dict[str, Any] | Rejected | None:
+        """The service's answer to a queued entry, or None (still queued, replayed later)."""
+        try:
+            return self._sender.wait_for(key)
+        except Exception:  # the entry is safe in the outbox: the sender delivers it later
+            logger.exception("waiting for the service's answer to %s failed", key)
+            return None
+
     def _append(self, kind: EntryKind, key: str, body: dict[str, Any]) -> None:
         if self._closed:
             raise StoreError(f"this RemoteIntelligence is closed; nothing was queued ({kind})")
@@ -807,160 +741,11 @@ class RemoteIntelligence:
         except Exception as exc:
             raise StoreError(f"cannot write the outbox {self.outbox.path}: {exc}") from exc
 
-    def _await(self, key: str) -> dict[str, Any] | _Rejected | None:
-        """Deliver the outbox up to ``key`` within ``budget.report``; its answer, or None."""
-        if not self._health.available():
-            return None  # known down: the outcome is safe on disk, do not make the caller wait
-        deadline = time.monotonic() + self.budget.report
-        with self._settled_lock:
-            self._waiting.add(key)
-        try:
-            while True:
-                self._drain(deadline)
-                with self._settled_lock:
-                    settled = self._settled.pop(key, None)
-                if settled is not None:
-                    return settled
-                if not self.outbox.contains(key):
-                    return {}  # delivered by another thread or process before we waited
-                # Still queued: the service failed, or another process holds the lease.
-                if not self._health.available() or time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.02)
-        finally:
-            with self._settled_lock:
-                self._waiting.discard(key)
-                self._settled.pop(key, None)
-
-    # -- the sender ----------------------------------------------------------------------------
-    def _kick(self) -> None:
-        """Wake the background sender (started on first use)."""
-        if self._closed or self._stop.is_set():
-            return
-        if self._worker is None:
-            with self._worker_lock:
-                if self._worker is None:
-                    thread = threading.Thread(target=self._run, name="kalibr-outbox", daemon=True)
-                    self._worker = thread
-                    thread.start()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._health.wait_s() or _IDLE_POLL_S)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            if not self._health.available():
-                continue
-            try:
-                self._drain(None, worker=True)
-                self._refresh_snapshots()
-            except Exception:  # keep running: what was not delivered stays queued
-                if self._stop.is_set():
-                    return
-                logger.exception("the outbox sender failed; retrying")
-                self._stop.wait(1.0)
-
-    def _drain_until(self, deadline: float) -> int:
-        """Deliver until the outbox is empty or the deadline; returns what is left."""
-        delay = self.budget.retry_initial
-        while True:
-            self._drain(deadline)
-            left = self.outbox.count()
-            now = time.monotonic()
-            if not left or now >= deadline:
-                return left
-            time.sleep(min(delay, deadline - now))
-            delay = min(self.budget.retry_max, delay * 2)
-
-    def _drain(self, deadline: float | None, *, worker: bool = False) -> None:
-        """Deliver the outbox in order until it is empty, a delivery fails, or the deadline."""
-        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._drain_lock.acquire(timeout=timeout):
-            return
-        try:
-            while True:
-                batch = self.outbox.head(64)
-                if not batch:
-                    return
-                for entry in batch:
-                    if worker and self._stop.is_set():
-                        return
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
-                    if not self._hold_lease() or not self._deliver(entry, deadline):
-                        return
-        finally:
-            self._drain_lock.release()
-
-    def _hold_lease(self) -> bool:
-        """One process sends a shared outbox at a time, so the queue is delivered in order."""
-        now = time.time()
-        if now < self._lease_until - _LEASE_TTL_S / 2:
-            return True
-        held = self.outbox.acquire_lease(self._owner, _LEASE_TTL_S)
-        self._lease_until = now + _LEASE_TTL_S if held else 0.0
-        return held
-
-    def _deliver(self, entry: OutboxEntry, deadline: float | None) -> bool:
-        """Send one entry; False if it must be retried later (it stays queued)."""
-        timeout = self.budget.report
-        if deadline is not None:
-            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
-        try:
-            response = self._request(
-                "POST", _ENDPOINTS[entry.kind], json=entry.body, timeout=timeout
-            )
-        except _UnreachableError as exc:
-            self._health.failure(str(exc))
-            self.outbox.note_failure(entry.id, str(exc))
-            return False
-        status = response.status_code
-        if 200 <= status < 300:
-            answer = _json_object(response)
-            if answer is None or not _acknowledges(entry, answer):
-                why = f"HTTP {status} without an acknowledgement of {entry.kind} {entry.key}"
-                self._health.failure(why)
-                self.outbox.note_failure(entry.id, why)
-                return False
-            self.outbox.remove(entry.id)
-            self._settle(entry.key, answer)
-            if self._health.success():
-                self._wake.set()
-            return True
-        message = _message(response)
-        if _retryable(status):
-            self._health.failure(f"HTTP {status}: {message}", auth=status in (401, 403))
-            self.outbox.note_failure(entry.id, f"HTTP {status}: {message}")
-            return False
-        self.outbox.reject(entry, status, message)
-        logger.error(
-            "the intelligence service rejected %s %s (trace %s, goal %s) with HTTP %d: %s. "
-            "It is kept in the dead letters of %s (Outbox.dead_letters(); "
-            "Outbox.requeue_dead_letters() sends them again)",
-            entry.kind,
-            entry.key,
-            entry.body.get("trace_id"),
-            entry.body.get("goal"),
-            status,
-            message,
-            self.outbox.path,
-        )
-        self._settle(entry.key, _Rejected(status, message))
-        self._health.success()
-        return True
-
-    def _settle(self, key: str, result: dict[str, Any] | _Rejected) -> None:
-        with self._settled_lock:
-            if key in self._waiting:
-                self._settled[key] = result
-
     def _refresh_snapshots(self) -> None:
         with self._refresh_lock:
             wanted, self._refresh = self._refresh, set()
         for goal, pipeline in sorted(wanted):
-            if self._stop.is_set() or not self._health.available():
+            if self._closed or not self._health.available():
                 return
             try:
                 stats = self._query(
@@ -1012,11 +797,11 @@ class RemoteIntelligence:
         if self._health.available() and not self._closed:
             try:
                 response = self._bounded(_PATHS, body, self.budget.report)
-            except _UnreachableError as exc:
+            except UnreachableError as exc:
                 self._health.failure(str(exc))
             else:
                 status = response.status_code
-                answer = _json_object(response)
+                answer = json_object(response)
                 if 200 <= status < 300 and answer is not None and "path_id" in answer:
                     if self._health.success():
                         self._kick()
@@ -1029,8 +814,8 @@ class RemoteIntelligence:
                             spec.path_id,
                         )
                     return answer
-                message = _message(response)
-                if not _retryable(status) and status >= 400:
+                message = error_message(response)
+                if not retryable(status) and status >= 400:
                     raise ValidationError(
                         f"the intelligence service refused path {spec.model_id!r} of goal "
                         f"{spec.goal!r} (HTTP {status}: {message})",
@@ -1170,13 +955,6 @@ class RemoteIntelligence:
             goal = validate_goal(goal)
         params = {"goal": goal, "window_hours": _window(window_hours)}
         return self._query("GET", _INSIGHTS, params=params, goal=goal)
-
-
-def _acknowledges(entry: OutboxEntry, answer: Mapping[str, Any]) -> bool:
-    """Whether a 2xx body acknowledges this entry (a proxy's 200 page does not)."""
-    if entry.kind == "register":
-        return isinstance(answer.get("path_id"), str)
-    return answer.get("trace_id") == entry.body.get("trace_id")
 
 
 def _path_segment(path_id: object) -> str:

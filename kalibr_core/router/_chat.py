@@ -324,6 +324,23 @@ def to_anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     raise ValidationError(f"unsupported tool_choice {choice!r}", field="tool_choice")
 
 
+def to_anthropic_output_config(response_format: Any) -> dict[str, Any] | None:
+    """OpenAI ``response_format`` to Anthropic's ``output_config`` (structured outputs).
+
+    A JSON schema maps to ``{"format": {"type": "json_schema", "schema": ...}}``; Anthropic
+    has no schema-less JSON mode, so ``json_object`` (and ``text``) map to nothing.
+    """
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    if not isinstance(schema, Mapping):
+        raise ValidationError(
+            "response_format json_schema needs a 'schema' object", field="response_format"
+        )
+    return {"format": {"type": "json_schema", "schema": dict(schema)}}
+
+
 _ANTHROPIC_PASSTHROUGH = frozenset({"temperature", "top_p", "top_k", "metadata", "timeout"})
 
 
@@ -346,6 +363,9 @@ def anthropic_params(messages: Sequence[Any], params: Mapping[str, Any]) -> dict
         choice = to_anthropic_tool_choice(params.get("tool_choice"))
         if choice is not None:
             kwargs["tool_choice"] = choice
+    output_config = to_anthropic_output_config(params.get("response_format"))
+    if output_config is not None:
+        kwargs["output_config"] = output_config
     for key in _ANTHROPIC_PASSTHROUGH:
         if key in params and params[key] is not None:
             kwargs[key] = params[key]

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,39 @@ ScoreFn = Callable[[str], float]
 _SHARED_CLIENTS = ClientCache()
 
 
+class _LiveRouters:
+    """The Routers alive in this process, held weakly, to find the one that issued a trace.
+
+    Code that holds only a response (a framework's output parser or callback handler) reports
+    against the call that produced it through :func:`router_for_trace`.
+    """
+
+    def __init__(self) -> None:
+        self._routers: weakref.WeakSet[Router] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, router: Router) -> None:
+        with self._lock:
+            self._routers.add(router)
+
+    def issuer(self, trace_id: str) -> Router | None:
+        with self._lock:
+            routers = list(self._routers)
+        return next((r for r in routers if r._book.get(trace_id) is not None), None)
+
+
+_LIVE_ROUTERS = _LiveRouters()
+
+
+def router_for_trace(trace_id: str) -> Router | None:
+    """The Router of this process that issued ``trace_id`` (None if unknown or evicted).
+
+    For code that holds a response but not the Router, such as a framework's output parser:
+    ``router_for_trace(tid).report(success, trace_id=tid)`` reports exactly that call.
+    """
+    return _LIVE_ROUTERS.issuer(trace_id)
+
+
 class Router:
     """Routes each call of one goal to the path that works, and learns from the outcome.
 
@@ -126,8 +160,6 @@ class Router:
         tools: ToolRegistry | None = None,
         durable_reports: bool = False,
     ) -> None:
-        import os
-
         self.goal = validate_goal(goal)
         if isinstance(paths, str | bytes) or not isinstance(paths, Sequence) or not paths:
             raise ValidationError(
@@ -176,6 +208,7 @@ class Router:
         self._registered = False
         if auto_register:
             self._register()
+        _LIVE_ROUTERS.add(self)
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -458,16 +491,30 @@ class Router:
         score: float | None = None,
         failure_category: str | None = None,
         trace_id: str | None = None,
+        *,
+        trace_ids: Sequence[str] | None = None,
     ) -> None:
         """Report the outcome of this context's calls since its last report (or of one trace).
 
         A conversation of several calls (``force_model`` turns) gets one outcome per path
         used. A second report for the same call logs a warning and is ignored.
 
+        Args:
+            success: Whether the calls achieved the goal.
+            reason: Why not (free text, trimmed to 4096 characters).
+            score: Quality in [0, 1] (clamped).
+            failure_category: One of ``FAILURE_CATEGORIES``.
+            trace_id: Report exactly this call instead (from any thread or task).
+            trace_ids: Report these calls as one episode instead: a unit of work that a
+                framework adapter tracked across threads and tasks (one LlamaIndex query, say).
+                One outcome per path used; calls already reported keep their outcome, and a
+                group with none left is ignored without a warning, since the adapter cannot
+                know which calls ``success_when`` or a failure already judged.
+
         Raises:
             ValidationError: bad arguments (an unknown failure_category lists the valid ones).
             KalibrError: report() before any completion in this thread/task.
-            NotFoundError: ``trace_id`` was not issued by this router.
+            NotFoundError: ``trace_id`` (or one of ``trace_ids``) was not issued by this router.
         """
         if not isinstance(success, bool):
             raise ValidationError("success must be a bool", field="success", goal=self.goal)
@@ -475,7 +522,16 @@ class Router:
         category = validate_failure_category(failure_category)
         if reason is not None and not isinstance(reason, str):
             raise ValidationError("reason must be a string", field="reason", goal=self.goal)
-        if trace_id is not None:
+        if trace_ids is not None:
+            if trace_id is not None:
+                raise ValidationError(
+                    "pass trace_id or trace_ids, not both", field="trace_ids", goal=self.goal
+                )
+            traces = [trace for trace in self._issued(trace_ids) if not trace.reported]
+            if not traces:
+                logger.info("the calls %s of %s were already reported", trace_ids, self.goal)
+                return
+        elif trace_id is not None:
             trace = self._book.get(validate_trace_id(trace_id))
             if trace is None:
                 raise NotFoundError(
@@ -512,6 +568,23 @@ class Router:
         for trace in traces:
             if trace not in firsts.values():
                 self._book.claim(trace, "covered")
+
+    def _issued(self, trace_ids: Sequence[str]) -> list[Trace]:
+        if isinstance(trace_ids, str | bytes) or not isinstance(trace_ids, Sequence):
+            raise ValidationError(
+                "trace_ids must be a list of trace ids", field="trace_ids", goal=self.goal
+            )
+        traces = []
+        for trace_id in dict.fromkeys(trace_ids):
+            trace = self._book.get(validate_trace_id(trace_id))
+            if trace is None:
+                raise NotFoundError(
+                    f"trace {trace_id!r} was not issued by this router (or is too old)",
+                    goal=self.goal,
+                    trace_id=trace_id,
+                )
+            traces.append(trace)
+        return traces
 
     def _record(
         self,
@@ -690,7 +763,7 @@ class Router:
     def as_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model routed by this router (needs ``langchain-kalibr``)."""
         try:
-            from langchain_kalibr import ChatKalibr  # type: ignore[import-not-found]
+            from langchain_kalibr import ChatKalibr  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise ConfigurationError(
                 "as_langchain() needs the LangChain adapter: pip install langchain-kalibr"
@@ -718,7 +791,7 @@ class RoutedStream:
         try:
             for piece in self._pieces:
                 self._acc.add(piece)
-                yield _chunk(piece, self._trace)
+                yield _chunk(piece, self._trace, self._acc)
         except GeneratorExit:
             raise
         except Exception as exc:
@@ -769,7 +842,7 @@ class AsyncRoutedStream:
         try:
             async for piece in self._pieces:
                 self._acc.add(piece)
-                yield _chunk(piece, self._trace)
+                yield _chunk(piece, self._trace, self._acc)
         except GeneratorExit:
             raise
         except Exception as exc:
@@ -788,7 +861,7 @@ class AsyncRoutedStream:
         return self._acc.content
 
 
-def _chunk(piece: StreamPiece, trace: Trace) -> ChatCompletionChunk:
+def _chunk(piece: StreamPiece, trace: Trace, acc: StreamAccumulator) -> ChatCompletionChunk:
     choices = []
     if piece.content is not None or piece.tool_calls or piece.finish_reason or piece.role:
         choices.append(
@@ -803,11 +876,13 @@ def _chunk(piece: StreamPiece, trace: Trace) -> ChatCompletionChunk:
             )
         )
     usage = None
-    if piece.prompt_tokens is not None and piece.completion_tokens is not None:
+    if piece.completion_tokens is not None:
+        # The whole call's usage, once the answer's token count is known. Anthropic sends the
+        # prompt's tokens at the start of the stream and the answer's at the end.
         usage = Usage(
-            prompt_tokens=piece.prompt_tokens,
-            completion_tokens=piece.completion_tokens,
-            total_tokens=piece.prompt_tokens + piece.completion_tokens,
+            prompt_tokens=acc.prompt_tokens,
+            completion_tokens=acc.completion_tokens,
+            total_tokens=acc.prompt_tokens + acc.completion_tokens,
         )
     return ChatCompletionChunk.model_construct(
         id=piece.id or "",

@@ -7,20 +7,24 @@ and ``Intelligence`` is thread-safe.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 
 from kalibr_core._errors import ConfigurationError, NoPathAvailableError
 from kalibr_core._intelligence import Intelligence
 from kalibr_core._version import __version__
 from kalibr_core.service._auth import KeyAuthenticator, authenticate
+from kalibr_core.service._dashboard import dashboard_routes
 from kalibr_core.service._errors import install_error_handlers
 from kalibr_core.service._middleware import BodyLimitMiddleware, CatchAllMiddleware
 from kalibr_core.service._models import (
+    NAME_PATTERN,
     AlternativeRequest,
     AlternativeResponse,
     DecideRequest,
@@ -46,8 +50,9 @@ from kalibr_core.service._models import (
 )
 from kalibr_core.service._recommend import explain, rank_paths
 
+logger = logging.getLogger("kalibr_core.service")
+
 MAX_BODY_BYTES = 1 << 20
-_NAME = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -70,12 +75,12 @@ def _intelligence(request: Request) -> Intelligence:
 
 Intel = Annotated[Intelligence, Depends(_intelligence)]
 Tenant = Annotated[str, Depends(authenticate)]
-GoalQuery = Annotated[str, Query(pattern=_NAME, max_length=128, description="Goal name.")]
+GoalQuery = Annotated[str, Query(pattern=NAME_PATTERN, max_length=128, description="Goal name.")]
 OptionalGoalQuery = Annotated[
-    str | None, Query(pattern=_NAME, max_length=128, description="Goal name; omit for all.")
+    str | None, Query(pattern=NAME_PATTERN, max_length=128, description="Goal name; omit for all.")
 ]
 PipelineQuery = Annotated[
-    str | None, Query(pattern=_NAME, max_length=128, description="Pipeline scope.")
+    str | None, Query(pattern=NAME_PATTERN, max_length=128, description="Pipeline scope.")
 ]
 PathIdParam = Annotated[str, Path(min_length=1, max_length=128, description="A path_id.")]
 
@@ -98,6 +103,7 @@ def decide(body: DecideRequest, intel: Intel, tenant: Tenant) -> dict[str, Any]:
         body.task_risk_level or "low",
         body.candidate_model_ids,
         body.pipeline_id,
+        exploration_rate=body.exploration_rate,
         tenant=tenant,
     )
 
@@ -292,12 +298,13 @@ def recommend(body: RecommendRequest, intel: Intel, tenant: Tenant) -> dict[str,
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "The store is unhealthy."}},
 )
-def check_health(intel: Intel, response: Response) -> dict[str, Any]:
+def health(intel: Intel, response: Response) -> dict[str, Any]:
     """Service and store health (no authentication). 503 when the store is unhealthy."""
     started = time.perf_counter()
     try:
         state = intel.store.health()
     except Exception:  # a probe must answer, whatever the store does
+        logger.warning("the store's health check failed", exc_info=True)
         state = {"status": "unhealthy"}
     elapsed = round((time.perf_counter() - started) * 1000, 3)
     healthy = state.get("status") == "healthy"
@@ -327,6 +334,29 @@ are `{"error": {"type", "message", "field"?}}`.
 """
 
 
+class _ServiceApp(FastAPI):
+    """FastAPI, with the two credential headers declared as required together.
+
+    FastAPI lists each security dependency as an alternative (``[{ApiKey}, {TenantId}]``: either
+    one); the service needs both (``[{ApiKey, TenantId}]``).
+    """
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            for item in document.get("paths", {}).values():
+                for operation in item.values():
+                    alternatives = operation.get("security")
+                    if alternatives:
+                        operation["security"] = [{k: v for r in alternatives for k, v in r.items()}]
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 def create_app(
     intelligence: Intelligence | None = None,
     *,
@@ -349,8 +379,8 @@ def create_app(
 
     Example:
         >>> from kalibr_core import Intelligence
-        >>> app = create_app(Intelligence(":memory:"))
-        >>> app.title
+        >>> with Intelligence(":memory:") as intel:
+        ...     create_app(intel).title
         'kalibr-core intelligence service'
     """
     if intelligence is not None and store_url is not None:
@@ -366,12 +396,13 @@ def create_app(
             if owned:
                 intel.close()
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="kalibr-core intelligence service",
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
         strict_content_type=False,  # a JSON body sent without Content-Type is still read
+        generate_unique_id_function=_operation_id,
     )
     app.state.intelligence = intel
     app.state.authenticator = KeyAuthenticator(
@@ -383,4 +414,5 @@ def create_app(
     app.include_router(routing_routes)
     app.include_router(intelligence_routes)
     app.include_router(health_routes)
+    app.include_router(dashboard_routes)
     return app

@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 _NAME_HELP = "1-128 characters of letters, digits and '_', '.', ':', '-'"
 _MAX_INT = 2**63 - 1  # the stores keep integers as signed 64-bit values
 
 Goal = Annotated[
     str,
     Field(
-        pattern=_NAME_PATTERN,
+        pattern=NAME_PATTERN,
         max_length=128,
         description=f"Goal name: {_NAME_HELP}.",
         examples=["extract_company"],
@@ -28,7 +28,7 @@ Goal = Annotated[
 PipelineId = Annotated[
     str,
     Field(
-        pattern=_NAME_PATTERN,
+        pattern=NAME_PATTERN,
         max_length=128,
         description=f"Pipeline scope (routing state is kept per goal and pipeline): {_NAME_HELP}.",
     ),
@@ -36,7 +36,7 @@ PipelineId = Annotated[
 TraceId = Annotated[
     str,
     Field(
-        pattern=_NAME_PATTERN,
+        pattern=NAME_PATTERN,
         max_length=128,
         description=f"Trace id: {_NAME_HELP}. decide() issues 32 lowercase hex characters.",
     ),
@@ -121,6 +121,11 @@ class DecideRequest(_Request):
     pipeline_id: PipelineId | None = None
     candidate_model_ids: list[ModelId] | None = Field(
         default=None, description="Only choose among paths of these models."
+    )
+    exploration_rate: Rate | None = Field(
+        default=None,
+        description="Overrides the goal's exploration rate for this decision only (what a "
+        "Router created with exploration_rate= sends); null uses the goal's config.",
     )
 
 

@@ -1180,7 +1180,8 @@ class Intelligence:
         rolling = _bounded_int(rolling, "rolling", 1, 100_000)
         goals = [validate_goal(goal)] if goal is not None else self.store.list_goals(tenant)
         end = time.time()
-        start = end - window * 3600
+        # At least a millisecond: a shorter window vanishes in the clock's float resolution.
+        start = end - max(window * 3600, 1e-3)
         by_goal: dict[str, list[OutcomeRecord]] = {g: [] for g in goals}
         for outcome in self.store.outcomes_in_window(tenant, goal, start):
             by_goal.setdefault(outcome.goal, []).append(outcome)

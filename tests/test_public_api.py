@@ -236,6 +236,7 @@ def test_flush_without_a_default_is_harmless(default_intel: kalibr_core.Intellig
             ),
         ),
         "kalibr_core.store._sqlite",
+        "kalibr_core.engine._timeline",
     ],
 )
 def test_docstring_examples_run(module: str, default_intel: kalibr_core.Intelligence) -> None:

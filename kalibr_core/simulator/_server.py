@@ -1014,6 +1014,8 @@ def _parse_openai_chat(payload: Mapping[str, Any], style: Style, model: str | No
             param="messages",
         )
     texts: list[str] = []
+    instructions: list[str] = []
+    last_assistant: str | None = None
     prompt: str | None = None
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or message.get("role") not in (
@@ -1036,6 +1038,10 @@ def _parse_openai_chat(payload: Mapping[str, Any], style: Style, model: str | No
         texts.append(text)
         if message.get("role") == "user":
             prompt = text
+        if message.get("role") in ("system", "developer", "user"):
+            instructions.append(text)
+        elif message.get("role") == "assistant":
+            last_assistant = text
     last = messages[-1]
     tool_result = (
         _text_of(last.get("content")) if last.get("role") in ("tool", "function") else None
@@ -1100,6 +1106,7 @@ def _parse_openai_chat(payload: Mapping[str, Any], style: Style, model: str | No
             forced_tool=forced,
             json_mode=json_mode,
             json_schema=schema,
+            react=tasks.react_prompt("\n".join(instructions), last_assistant),
         ),
         prompt_tokens=sum(tasks.count_tokens(t) for t in texts) + 3 * len(messages),
         max_tokens=max_tokens,
@@ -1303,6 +1310,8 @@ def _anthropic_conversation(payload: Mapping[str, Any]) -> tuple[tasks.Conversat
             else "messages: at least one message is required",
         )
     texts: list[str] = [_text_of(payload.get("system"))]
+    instructions: list[str] = texts[:1]
+    last_assistant: str | None = None
     prompt: str | None = None
     tool_result: str | None = None
     for index, message in enumerate(messages):
@@ -1330,6 +1339,10 @@ def _anthropic_conversation(payload: Mapping[str, Any]) -> tuple[tasks.Conversat
         texts.extend(results)
         if message.get("role") == "user" and text.strip():
             prompt = text
+        if message.get("role") == "user":
+            instructions.append(text)
+        else:
+            last_assistant = text
         is_last = index == len(messages) - 1
         if is_last and message.get("role") == "user" and results:
             tool_result = "\n".join(results)
@@ -1367,6 +1380,7 @@ def _anthropic_conversation(payload: Mapping[str, Any]) -> tuple[tasks.Conversat
         tool_mode=tool_mode,
         forced_tool=forced,
         json_schema=json_schema,
+        react=tasks.react_prompt("\n".join(instructions), last_assistant),
     )
     prompt_tokens = sum(tasks.count_tokens(t) for t in texts) + 3 * len(messages)
     return conversation, prompt_tokens

@@ -8,6 +8,9 @@ function can check real content:
 * **arithmetic** — ``"What is 17 + 25?"`` is answered ``"42"``;
 * **sentiment** — ``"Classify the sentiment: I love it"`` is answered ``"positive"``,
   ``"negative"`` or ``"neutral"`` by keyword lists;
+* **context QA** — a retrieval-augmented prompt (some context, and a ``Query:`` or
+  ``Question:`` line) is answered with the context sentence that shares the most words with
+  the question, as a RAG pipeline's answer would quote its source;
 * **generic** — anything else gets a short sentence echoing a few words of the prompt.
 
 A model's script decides per request whether its answer is correct; wrong answers are
@@ -102,12 +105,22 @@ _PERSON_RE: Final[re.Pattern[str]] = re.compile(
 )
 _LOCATION_RE: Final[re.Pattern[str]] = re.compile(r"\bin\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)*)")
 _NUMBER_RE: Final[re.Pattern[str]] = re.compile(r"-?\d+(?:\.\d+)?")
+# A name the prompt quotes ("Create a customer named '...'"), in any script.
+_QUOTED_RE: Final[re.Pattern[str]] = re.compile(
+    r"(?:^|[\s(])['\"\u2018\u201c]([^'\"\u2019\u201d\n]{1,80})['\"\u2019\u201d]"
+)
 _ARITH_RE: Final[re.Pattern[str]] = re.compile(
     r"(-?\d+(?:\.\d+)?)\s*(\+|-|\*|/|\u00d7|\u00f7|x|plus|minus|times|multiplied by|divided by)\s*"
     r"(-?\d+(?:\.\d+)?)",
     re.IGNORECASE,
 )
 _WORD_RE: Final[re.Pattern[str]] = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_QUESTION_LINE_RE: Final[re.Pattern[str]] = re.compile(
+    r"^[ \t]*(?:query|question)[ \t]*:[ \t]*(\S.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE
+)
+_SENTENCE_BREAK_RE: Final[re.Pattern[str]] = re.compile(r"(?<=[.!?])\s+|\n+")
+_LINE_LABEL_RE: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z_][\w ]{0,24}:\s+")
+NO_CONTEXT_ANSWER: Final[str] = "The context does not say."
 
 _OTHER_COMPANIES: Final[tuple[str, ...]] = (
     "Shopify",
@@ -268,6 +281,45 @@ def content_words(text: str, limit: int = 6, *, min_length: int = 4) -> list[str
     return found
 
 
+def _context_question(prompt: str) -> tuple[str, str] | None:
+    """The (context, question) of a retrieval-augmented prompt, or None for other prompts.
+
+    The question is the last ``Query:`` / ``Question:`` line; the context is everything else,
+    which must mention "context" (LlamaIndex puts the context first, LangChain's RAG prompt
+    after the question).
+    """
+    matches = list(_QUESTION_LINE_RE.finditer(prompt))
+    if not matches:
+        return None
+    last = matches[-1]
+    context = prompt[: last.start()] + "\n" + prompt[last.end() :]
+    if "context" not in context.lower():
+        return None
+    return context, last.group(1)
+
+
+def context_answer(prompt: str) -> str | None:
+    """The answer to a retrieval-augmented prompt, or None if ``prompt`` is not one.
+
+    Returns:
+        The sentence of the context that shares the most words (of three letters or more,
+        stopwords aside) with the question, the first one on a tie; :data:`NO_CONTEXT_ANSWER`
+        when no sentence shares a word.
+    """
+    parsed = _context_question(prompt)
+    if parsed is None:
+        return None
+    context, question = parsed
+    wanted = {w.lower() for w in content_words(question, limit=64, min_length=3)}
+    best, best_overlap = NO_CONTEXT_ANSWER, 0
+    for piece in _SENTENCE_BREAK_RE.split(context):
+        sentence = _LINE_LABEL_RE.sub("", piece.strip())
+        words = {w.lower() for w in content_words(sentence, limit=256, min_length=3)}
+        if len(wanted & words) > best_overlap:
+            best, best_overlap = sentence, len(wanted & words)
+    return best
+
+
 def task_family(prompt: str) -> str:
     """The task family of a prompt.
 
@@ -275,8 +327,11 @@ def task_family(prompt: str) -> str:
         prompt: The last user message.
 
     Returns:
-        ``"company_extraction"``, ``"sentiment"``, ``"arithmetic"`` or ``"generic"``.
+        ``"context_qa"``, ``"company_extraction"``, ``"sentiment"``, ``"arithmetic"`` or
+        ``"generic"``.
     """
+    if _context_question(prompt) is not None:
+        return "context_qa"
     if _is_company_task(prompt):
         return "company_extraction"
     if _is_sentiment_task(prompt):
@@ -294,9 +349,12 @@ def expected_answer(prompt: str) -> str | None:
 
     Returns:
         ``'{"company": "Stripe"}'`` for company extraction, ``"42"`` for arithmetic,
-        ``"positive"``/``"negative"``/``"neutral"`` for sentiment, ``None`` for generic prompts.
+        ``"positive"``/``"negative"``/``"neutral"`` for sentiment, the best-matching context
+        sentence for context QA, ``None`` for generic prompts.
     """
     family = task_family(prompt)
+    if family == "context_qa":
+        return context_answer(prompt)
     if family == "company_extraction":
         return json.dumps({"company": find_company(_after_colon(prompt))})
     if family == "sentiment":
@@ -322,7 +380,9 @@ def check_answer(prompt: str, answer: str | None) -> bool:
 
     Company extraction needs a JSON object whose ``company`` matches (case-insensitively);
     arithmetic needs the right number (bare or in a JSON object); sentiment needs the right
-    label and no other; a generic answer must be non-empty and echo a word of the prompt.
+    label and no other; context QA needs the expected context sentence (whitespace and case
+    aside, bare or in a JSON object); a generic answer must be non-empty and echo a word of the
+    prompt.
 
     Args:
         prompt: The last user message.
@@ -331,6 +391,11 @@ def check_answer(prompt: str, answer: str | None) -> bool:
     if answer is None or not answer.strip():
         return False
     family = task_family(prompt)
+    if family == "context_qa":
+        wanted_sentence = " ".join(str(context_answer(prompt)).lower().split())
+        obj = _json_object(answer.strip())
+        texts = [str(v) for v in obj.values()] if obj is not None else [answer]
+        return any(wanted_sentence in " ".join(text.lower().split()) for text in texts)
     if family == "company_extraction":
         expected = find_company(_after_colon(prompt))
         obj = _json_object(answer.strip())
@@ -375,6 +440,7 @@ class _Facts:
     company: str | None = None
     person: str | None = None
     location: str | None = None
+    quoted: str | None = None
     sentiment: str | None = None
     numbers: list[float] = field(default_factory=list)
     result: float | None = None
@@ -400,6 +466,8 @@ def _facts(prompt: str, correct: bool, rng: random.Random, *, json_mode: bool = 
     facts.person = find_person(body)
     location = _LOCATION_RE.search(body)
     facts.location = location.group(1) if location else None
+    quoted = _QUOTED_RE.search(body)
+    facts.quoted = quoted.group(1).strip() if quoted else None
     facts.numbers = [float(n) for n in _NUMBER_RE.findall(prompt)]
     facts.company = find_company(body)
     facts.sentiment = classify_sentiment(body)
@@ -437,6 +505,10 @@ def _text_answer(facts: _Facts, *, json_mode: bool) -> str:
     if facts.family == "sentiment":
         label = facts.sentiment or "neutral"
         return json.dumps({"sentiment": label}) if json_mode else label
+    if facts.family == "context_qa":
+        sentence = context_answer(facts.prompt) if facts.correct else None
+        text = sentence or rng.choice(_UNRELATED_SENTENCES)
+        return json.dumps({"answer": text}) if json_mode else text
     if facts.correct:
         words = content_words(facts.prompt, limit=5)
         text = (
@@ -528,7 +600,7 @@ def _string_for(name: str, schema: Mapping[str, Any], facts: _Facts) -> str:
     if any(part in key for part in ("city", "location", "place", "country")):
         return facts.location or facts.company or "Paris"
     if "name" in key:
-        return facts.company or facts.person or "Alex"
+        return facts.quoted or facts.company or facts.person or "Alex"
     if key in _TEXT_KEYS or not key:
         return _after_colon(facts.prompt)[:500]
     if key in ("unit", "units"):
@@ -624,6 +696,74 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ReactPrompt:
+    """An agent conversation in CrewAI's ReAct text format (tools described in the prompt).
+
+    Attributes:
+        tools: The tools the prompt describes (``Tool Name:`` / ``Tool Arguments:`` blocks).
+        observation: The tool result the agent was last shown (the text after the first
+            ``Observation:`` line of the last assistant message), if any.
+    """
+
+    tools: tuple[ToolSpec, ...] = ()
+    observation: str | None = None
+
+
+_REACT_TOOL_RE: Final[re.Pattern[str]] = re.compile(
+    r"Tool Name: (?P<name>[^\n]+)\nTool Arguments: (?P<schema>\{.*?\})\nTool Description:",
+    re.DOTALL,
+)
+_REACT_OBSERVATION_RE: Final[re.Pattern[str]] = re.compile(r"(?:^|\n)Observation:")
+_REACT_REMINDER: Final[str] = "You ONLY have access to the following tools"
+
+
+def react_prompt(instructions: str, last_assistant: str | None) -> ReactPrompt | None:
+    """The ReAct state of a conversation, or None when it is not a CrewAI ReAct prompt.
+
+    Recognised by the ``Thought:`` / ``Final Answer:`` format in the instructions, with every
+    tool given as CrewAI renders it (name, JSON-schema arguments, description), so other
+    agent formats are not mistaken for it.
+
+    Args:
+        instructions: The system and user texts of the conversation.
+        last_assistant: The text of the last assistant message, if any.
+    """
+    if "Thought:" not in instructions or "Final Answer:" not in instructions:
+        return None
+    tools: list[ToolSpec] = []
+    for match in _REACT_TOOL_RE.finditer(instructions):
+        try:
+            schema = json.loads(match["schema"])
+        except ValueError:
+            schema = {}
+        tools.append(ToolSpec(match["name"].strip(), schema if isinstance(schema, dict) else {}))
+    if "Action Input:" in instructions and not tools:
+        return None  # a ReAct format with tools described some other way
+    observation = None
+    # The first one: the tool's result may itself contain "Observation:".
+    found = _REACT_OBSERVATION_RE.search(last_assistant or "")
+    if found is not None and last_assistant is not None:
+        # CrewAI appends a reminder of the tools to every few tool results.
+        observation = last_assistant[found.end() :].split(_REACT_REMINDER, 1)[0].strip()
+    return ReactPrompt(tuple(tools), observation)
+
+
+def _react_reply(react: ReactPrompt, facts: _Facts) -> str:
+    """Call the first tool, then give its result (or, when wrong, a wrong answer) as final."""
+    if react.observation is not None:
+        answer = react.observation[:2000] if facts.correct else facts.text_answer
+        return f"Thought: I now know the final answer\nFinal Answer: {answer}"
+    if react.tools:
+        tool = react.tools[0]
+        arguments = value_from_schema(tool.parameters or {"type": "object"}, facts)
+        return (
+            f"Thought: I should use the {tool.name} tool.\nAction: {tool.name}\n"
+            f"Action Input: {json.dumps(arguments if isinstance(arguments, dict) else {})}"
+        )
+    return f"Thought: I now can give a great answer\nFinal Answer: {facts.text_answer}"
+
+
+@dataclass(frozen=True)
 class Conversation:
     """A chat request, normalised across providers.
 
@@ -635,6 +775,7 @@ class Conversation:
         forced_tool: The tool the caller forces, if any.
         json_mode: Whether a JSON object is requested.
         json_schema: The requested JSON schema, if any.
+        react: The ReAct state, when the prompt asks for CrewAI's ReAct text format.
     """
 
     prompt: str
@@ -644,6 +785,7 @@ class Conversation:
     forced_tool: str | None = None
     json_mode: bool = False
     json_schema: Mapping[str, Any] | None = None
+    react: ReactPrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -667,6 +809,8 @@ def plan_reply(conversation: Conversation, correct: bool, rng: random.Random) ->
     With tools offered (and ``tool_mode`` not ``"none"``) and no tool result yet, the reply
     calls the forced tool or the first one, with arguments built from its JSON schema. After a
     tool result a correct model relays it; a wrong one gives a wrong answer to the prompt.
+    A ReAct prompt (without native tools) is answered in its text format the same way:
+    ``Action:`` / ``Action Input:`` for the first tool, then ``Final Answer:``.
 
     Args:
         conversation: The normalised request.
@@ -675,6 +819,8 @@ def plan_reply(conversation: Conversation, correct: bool, rng: random.Random) ->
     """
     json_mode = conversation.json_mode or conversation.json_schema is not None
     facts = _facts(conversation.prompt, correct, rng, json_mode=json_mode)
+    if conversation.react is not None and not conversation.tools:
+        return Reply(text=_react_reply(conversation.react, facts))
     if conversation.tools and conversation.tool_mode != "none" and conversation.tool_result is None:
         tool = conversation.tools[0]
         if conversation.forced_tool is not None:

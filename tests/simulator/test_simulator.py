@@ -230,6 +230,33 @@ def test_openai_tool_choice_none_and_forced(oai: openai.OpenAI) -> None:
     assert json.loads(calls[0].function.arguments) == {"company": "Stripe"}
 
 
+def test_a_name_argument_takes_the_name_the_prompt_quotes(oai: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "create_customer",
+            "parameters": {
+                "type": "object",
+                "properties": {"customer_name": {"type": "string"}},
+            },
+        },
+    }
+    prompt = (
+        "Create a customer named '\u4f60\u597d\u554a\u96c6\u56e2' (Hello Group), a tech company"
+    )
+    response = oai.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": prompt}],
+        tools=[tool],
+        tool_choice="required",
+    )
+    calls = response.choices[0].message.tool_calls
+    assert calls is not None
+    assert json.loads(calls[0].function.arguments) == {
+        "customer_name": "\u4f60\u597d\u554a\u96c6\u56e2"
+    }
+
+
 def test_openai_streamed_tool_call_arguments_reassemble(oai: openai.OpenAI) -> None:
     stream = oai.chat.completions.create(
         model="gpt-4o", messages=ARITHMETIC, tools=[ADD_TOOL], stream=True
@@ -995,6 +1022,51 @@ def test_expected_answer_and_check_answer() -> None:
     assert not check_answer(prompt, '{"company": "Sarah"}')
     assert check_answer("Write a haiku about autumn", "Leaves fall in autumn")
     assert not check_answer("Write a haiku about autumn", "")
+
+
+RAG_PROMPT = (
+    "Context information is below.\n---------------------\n"
+    "The Falcon rocket is built by Orbital Works in Denver.\n\n"
+    "Mira Patel founded Quiet Harbor, a company that makes noise-cancelling windows.\n"
+    "---------------------\n"
+    "Given the context information and not prior knowledge, answer the query.\n"
+    "Query: Who founded Quiet Harbor?\nAnswer: "
+)
+QUIET_HARBOR = "Mira Patel founded Quiet Harbor, a company that makes noise-cancelling windows."
+
+
+def test_context_qa_quotes_the_best_matching_context_sentence(sim: ProviderSimulator) -> None:
+    sim.set_script("rag-liar", ModelScript(accuracy=0.0))
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
+    answers = {
+        model: client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": RAG_PROMPT}]
+        )
+        .choices[0]
+        .message.content
+        for model in ("gpt-4o", "rag-liar")
+    }
+    client.close()
+
+    assert task_family(RAG_PROMPT) == "context_qa"
+    assert expected_answer(RAG_PROMPT) == answers["gpt-4o"] == QUIET_HARBOR
+    assert check_answer(RAG_PROMPT, answers["gpt-4o"])
+    assert not check_answer(RAG_PROMPT, answers["rag-liar"])
+    assert check_answer(RAG_PROMPT, json.dumps({"answer": QUIET_HARBOR.upper()}))
+    # The question may come before the context (LangChain's RAG prompt); labels are dropped.
+    question_first = (
+        "Use the following pieces of retrieved context to answer the question.\n"
+        "Question: Where is the Falcon rocket built?\n"
+        "Context: The Falcon rocket is built by Orbital Works in Denver. Cats sleep a lot.\n"
+        "Answer:"
+    )
+    assert (
+        expected_answer(question_first) == "The Falcon rocket is built by Orbital Works in Denver."
+    )
+    unrelated = RAG_PROMPT.replace("Who founded Quiet Harbor?", "How tall is Everest?")
+    assert expected_answer(unrelated) == "The context does not say."
+    # Without a context, a question line is just a question.
+    assert task_family("Question: what is 17 + 25?") == "arithmetic"
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -79,6 +80,9 @@ class Trace:
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
 
+_BOOK_KEYS = itertools.count()
+
+
 class TraceBook:
     """The traces a Router issued (bounded), and each context's unreported episode.
 
@@ -94,7 +98,8 @@ class TraceBook:
         self._traces: OrderedDict[str, Trace] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity = capacity
-        self._key = id(self)
+        # Not id(self): a new book could reuse a collected one's id and see its episodes.
+        self._key = next(_BOOK_KEYS)
 
     def add(self, trace: Trace) -> None:
         """Remember a new trace and add it to the current context's episode."""

@@ -220,3 +220,26 @@ def test_openai_tool_messages_map_to_anthropic_blocks_and_back() -> None:
         {"type": "tool_result", "tool_use_id": "toolu_01", "content": "42"},
         {"type": "tool_result", "tool_use_id": "toolu_02", "content": "2"},
     ]
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
+def test_a_json_schema_response_format_reaches_every_provider(
+    sim_env: ProviderSimulator, make_router: Any, model: str
+) -> None:
+    """OpenAI json_schema -> Anthropic output_config.format: both answer with the schema."""
+    schema = {
+        "type": "object",
+        "properties": {"company": {"type": "string"}, "employees": {"type": "integer"}},
+        "required": ["company", "employees"],
+    }
+    router = make_router("structured_" + model[:3], [model])
+    response = router.completion(
+        ask("Extract the company: Ana works at Stripe with 40 engineers."),
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+    )
+
+    assert json.loads(response.choices[0].message.content) == {
+        "company": "Stripe",
+        "employees": 40,
+    }

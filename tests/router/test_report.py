@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
 import pytest
 
 from kalibr_core import FAILURE_CATEGORIES, KalibrError, NotFoundError
+from kalibr_core.router import router_for_trace
 from kalibr_core.simulator import (
     ModelScript,
     ProviderSimulator,
@@ -309,3 +311,87 @@ def test_session_and_pipeline_are_recorded_with_each_outcome(
     assert second.metadata is not None
     assert (first.metadata["session_id"], first.pipeline_id) == ("from-env", "")
     assert (second.metadata["session_id"], second.pipeline_id) == ("chat-7", "support")
+
+
+# -- a group of calls tracked by an adapter (trace_ids) -----------------------------------------
+def test_trace_ids_report_a_group_from_another_thread_one_outcome_per_path(
+    sim_env: ProviderSimulator, make_router: Any, stored: Any
+) -> None:
+    router = make_router("group", ["gpt-4o", "claude-haiku-4-5"])
+    calls = [
+        router.completion(ask(SUM), force_model="gpt-4o"),
+        router.completion(ask(SUM), force_model="gpt-4o"),
+        router.completion(ask(SUM), force_model="claude-haiku-4-5"),
+    ]
+    outside = router.completion(ask(SUM), force_model="gpt-4o")
+
+    reporter = threading.Thread(
+        target=router.report,
+        kwargs={
+            "success": False,
+            "score": 0.25,
+            "failure_category": "hallucination_detected",
+            "trace_ids": [c.kalibr_trace_id for c in calls],
+        },
+    )
+    reporter.start()
+    reporter.join()
+
+    outcomes = {o.trace_id: o for o in stored("group")}
+    assert set(outcomes) == {calls[0].kalibr_trace_id, calls[2].kalibr_trace_id}
+    assert {(o.model_id, o.score, o.failure_category) for o in outcomes.values()} == {
+        ("gpt-4o", 0.25, "hallucination_detected"),
+        ("claude-haiku-4-5", 0.25, "hallucination_detected"),
+    }
+    router.report(success=True)  # this thread's episode: only the call outside the group is left
+    assert stored("group")[-1].trace_id == outside.kalibr_trace_id
+
+
+def test_trace_ids_skip_calls_already_judged_without_a_warning(
+    sim_env: ProviderSimulator, make_router: Any, stored: Any
+) -> None:
+    router = make_router("group_judged", ["gpt-4o"], success_when=lambda _: True)
+    response = router.completion(ask(SUM))
+
+    router.report(success=False, trace_ids=[response.kalibr_trace_id])  # no warning: ignored
+
+    assert [o.success for o in stored("group_judged")] == [True]
+
+
+def test_trace_ids_are_validated(sim_env: ProviderSimulator, make_router: Any) -> None:
+    router = make_router("group_invalid", ["gpt-4o"])
+    response = router.completion(ask(SUM))
+    with pytest.raises(NotFoundError):
+        router.report(success=True, trace_ids=[response.kalibr_trace_id, "0" * 32])
+    with pytest.raises(KalibrError, match="not both"):
+        router.report(success=True, trace_id=response.kalibr_trace_id, trace_ids=[])
+    with pytest.raises(KalibrError, match="list of trace ids"):
+        router.report(success=True, trace_ids=response.kalibr_trace_id)  # type: ignore[arg-type]
+
+
+def test_router_for_trace_finds_the_router_that_issued_a_call(
+    sim_env: ProviderSimulator, make_router: Any, stored: Any
+) -> None:
+    """Code holding only a response (a framework's parser) can report against its call."""
+    first = make_router("issuer_one", ["gpt-4o"])
+    second = make_router("issuer_two", ["gpt-4o"])
+    earlier = first.completion(ask(SUM))
+    response = second.completion(ask(SUM))
+
+    assert router_for_trace(earlier.kalibr_trace_id) is first
+    found = router_for_trace(response.kalibr_trace_id)
+    assert found is second
+    found.report(success=False, trace_id=response.kalibr_trace_id)
+    assert [o.trace_id for o in stored("issuer_two")] == [response.kalibr_trace_id]
+    assert router_for_trace("0" * 32) is None
+
+
+def test_router_for_trace_does_not_keep_routers_alive(
+    sim_env: ProviderSimulator, make_router: Any
+) -> None:
+    router = make_router("issuer_gone", ["gpt-4o"])
+    trace_id = router.completion(ask(SUM)).kalibr_trace_id
+    del router
+    gc.collect()
+
+    assert router_for_trace(trace_id) is None

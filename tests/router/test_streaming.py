@@ -100,9 +100,13 @@ def test_a_stream_records_its_token_usage_and_cost(
         blocking.usage.completion_tokens,
     )
     assert streamed.cost_usd == pytest.approx(blocking.kalibr_cost_usd)
-    usage = [c.usage for c in chunks if c.usage is not None]
-    if model.startswith("gpt"):  # OpenAI sends usage in a last chunk (include_usage)
-        assert usage[-1].prompt_tokens == blocking.usage.prompt_tokens
+    # One chunk carries the whole call's usage (OpenAI: a last chunk with include_usage;
+    # Anthropic: message_delta, with the prompt's tokens from message_start).
+    [usage] = [c.usage for c in chunks if c.usage is not None]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        blocking.usage.prompt_tokens,
+        blocking.usage.completion_tokens,
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)

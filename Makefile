@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The framework adapters: one distribution each, installed into the same environment.
+INTEGRATIONS := integrations/langchain integrations/crewai integrations/llamaindex
 
 .PHONY: demo test lint typecheck unit chromium bench bench-full clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(INTEGRATIONS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[providers,postgres,service,dev]'
+	# One resolution for everything: crewai pins openai<3 and pydantic<2.13, which the core
+	# and the other adapters accept.
+	$(BIN)/pip install --quiet -e '.[providers,postgres,service,dev]' \
+		$(foreach i,$(INTEGRATIONS),-e '$(i)[dev]')
 	touch $(STAMP)
 
 ## First README command: set up and run the demo (embedded SQLite, simulator, no API keys).
@@ -21,6 +26,10 @@ test: $(STAMP) lint typecheck unit
 
 unit: $(STAMP) chromium
 	$(BIN)/python -m pytest
+	# Each adapter runs with its own pytest configuration (rootdir = the package).
+	@for i in $(INTEGRATIONS); do \
+		echo "== $$i"; (cd $$i && $(CURDIR)/$(BIN)/python -m pytest) || exit 1; \
+	done
 
 ## The browser tests drive Debian's chromium through Playwright, never a downloaded browser.
 ## Installed here when missing and running as root (CI); otherwise those tests skip and say why.
@@ -33,9 +42,14 @@ chromium:
 lint: $(STAMP)
 	$(BIN)/ruff format --check kalibr_core tests benchmarks examples
 	$(BIN)/ruff check kalibr_core tests benchmarks examples
+	@for i in $(INTEGRATIONS); do \
+		(cd $$i && $(CURDIR)/$(BIN)/ruff format --check . && $(CURDIR)/$(BIN)/ruff check .) \
+		|| exit 1; \
+	done
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	@for i in $(INTEGRATIONS); do (cd $$i && $(CURDIR)/$(BIN)/mypy) || exit 1; done
 
 ## Routing-quality and speed benchmarks (quick mode; bench-full writes docs/benchmarks.md).
 bench: $(STAMP)

@@ -121,6 +121,7 @@ def bench_report(directory: str, threads: int, outcomes: int) -> dict[str, Any]:
     """Durable report_outcome() calls per second from ``threads`` threads."""
     intel = _intel(directory, f"report-{threads}.db", 10)
     decisions = [intel.decide("bench_goal") for _ in range(outcomes)]
+    intel.flush()  # write the buffered decisions now: this measures report_outcome alone
     per_thread = outcomes // threads
 
     def work(k: int) -> None:

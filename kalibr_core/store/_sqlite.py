@@ -558,13 +558,18 @@ class SqliteStore:
         return [o.seq for o in job.outcomes]
 
     def _write_outcomes(self, jobs: Sequence[_Job]) -> None:
+        """One transaction for a batch: rows one by one, statistics once per path."""
+        last_seq: dict[tuple[str, str, str], int] = {}
+        stats: dict[tuple[str, str, str, str], list[float]] = {}
         with self._write() as conn:
             for o in (o for job in jobs for o in job.outcomes):
-                o.prev_seq = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE tenant = ? AND goal = ?"
-                    " AND pipeline_id = ?",
-                    (o.tenant, o.goal, o.pipeline_id),
-                ).fetchone()[0]
+                scope = (o.tenant, o.goal, o.pipeline_id)
+                if scope not in last_seq:
+                    last_seq[scope] = conn.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE tenant = ? AND goal = ?"
+                        " AND pipeline_id = ?",
+                        scope,
+                    ).fetchone()[0]
                 cursor = conn.execute(
                     _INSERT_OUTCOME,
                     (
@@ -600,28 +605,41 @@ class SqliteStore:
                     continue
                 seq = cursor.lastrowid
                 assert seq is not None
-                o.seq = seq
+                o.seq, o.prev_seq = seq, last_seq[scope]
+                last_seq[scope] = seq  # rowids of one write transaction are consecutive
                 if o.path_id is not None:
-                    conn.execute(
-                        _UPSERT_STATS,
-                        (
-                            o.tenant,
-                            o.goal,
-                            o.pipeline_id,
-                            o.path_id,
-                            o.value,
-                            1.0 - o.value,
-                            1,
-                            o.cost_usd or 0.0,
-                            int(o.cost_usd is not None),
-                            o.latency_ms or 0.0,
-                            int(o.latency_ms is not None),
-                            o.created_at,
-                            o.value,
-                            1.0 - o.value,
-                            1,
-                        ),
-                    )
+                    acc = stats.setdefault((*scope, o.path_id), [0.0] * 7)
+                    acc[0] += o.value
+                    acc[1] += 1
+                    if o.cost_usd is not None:
+                        acc[2] += o.cost_usd
+                        acc[3] += 1
+                    if o.latency_ms is not None:
+                        acc[4] += o.latency_ms
+                        acc[5] += 1
+                    acc[6] = max(acc[6], o.created_at)
+            for (tenant, goal, pipeline_id, path_id), acc in stats.items():
+                value, count = acc[0], int(acc[1])
+                conn.execute(
+                    _UPSERT_STATS,
+                    (
+                        tenant,
+                        goal,
+                        pipeline_id,
+                        path_id,
+                        value,
+                        count - value,
+                        count,
+                        acc[2],
+                        int(acc[3]),
+                        acc[4],
+                        int(acc[5]),
+                        acc[6],
+                        value,
+                        count - value,
+                        count,
+                    ),
+                )
 
     def update_latest_outcome(
         self,

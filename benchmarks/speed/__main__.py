@@ -220,6 +220,110 @@ def bench_router_overhead(directory: str, calls: int) -> dict[str, Any]:
         server.wait(timeout=10)
 
 
+def _postgres_url() -> str | None:
+    """A reachable test PostgreSQL with psycopg installed, else None (that row is skipped)."""
+    url = os.environ.get("KALIBR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except Exception:  # no server or no driver: the PostgreSQL row is reported as skipped
+        return None
+    return url
+
+
+def bench_service(directory: str, store: str, pairs: int) -> dict[str, Any]:
+    """decide + report round trips per second against ``kalibr-core serve`` on loopback.
+
+    One client, sequential requests over a keep-alive connection (latency per request), so the
+    figure is a floor: several clients would add concurrency.
+    """
+    import httpx
+
+    port = _free_port()
+    if store == "sqlite":
+        store_url = os.path.join(directory, "service.db")
+    else:
+        base = _postgres_url()
+        if base is None:
+            return {"store": store, "skipped": "no PostgreSQL at 127.0.0.1:5432 or no psycopg"}
+        schema = f"kalibr_bench_{os.getpid()}"
+        store_url = f"{base}?schema={schema}"
+    key = "kc_bench_" + os.urandom(16).hex()
+    env = {**os.environ, "KALIBR_BOOTSTRAP_KEY": key, "KALIBR_BOOTSTRAP_TENANT": "bench"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kalibr_core.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--store-url",
+            store_url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    headers = {"X-API-Key": key, "X-Tenant-ID": "bench"}
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=10) as client:
+            for _ in range(1200):  # wait for the server (up to a minute on a busy machine)
+                try:
+                    if client.get("/api/v1/intelligence/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            for i in range(5):
+                client.post(
+                    "/api/v1/routing/paths", json={"goal": "bench_goal", "model_id": f"model-{i}"}
+                )
+            decide_s: list[float] = []
+            report_s: list[float] = []
+            started_all = time.perf_counter()
+            for i in range(pairs + 50):
+                started = time.perf_counter()
+                decision = client.post("/api/v1/routing/decide", json={"goal": "bench_goal"})
+                middle = time.perf_counter()
+                client.post(
+                    "/api/v1/intelligence/report-outcome",
+                    json={
+                        "trace_id": decision.json()["trace_id"],
+                        "goal": "bench_goal",
+                        "success": i % 3 != 0,
+                    },
+                )
+                ended = time.perf_counter()
+                if i == 49:
+                    started_all = ended
+                if i >= 50:
+                    decide_s.append(middle - started)
+                    report_s.append(ended - middle)
+            elapsed = time.perf_counter() - started_all
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if store != "sqlite":
+            import psycopg
+
+            with psycopg.connect(str(_postgres_url()), autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    decide = _percentiles(decide_s)
+    report = _percentiles(report_s)
+    return {
+        "store": store,
+        "pairs": pairs,
+        "pairs_per_second": round(pairs / elapsed),
+        "decide_p50_ms": round(decide["p50_us"] / 1e3, 3),
+        "decide_p99_ms": round(decide["p99_us"] / 1e3, 3),
+        "report_p50_ms": round(report["p50_us"] / 1e3, 3),
+        "report_p99_ms": round(report["p99_us"] / 1e3, 3),
+    }
+
+
 def run(mode: str) -> dict[str, Any]:
     """Run every speed benchmark; ``mode`` is ``quick`` or ``full``."""
     quick = mode == "quick"
@@ -233,6 +337,10 @@ def run(mode: str) -> dict[str, Any]:
             ),
             "report": [bench_report(directory, t, 4_000 if quick else 40_000) for t in (1, 4)],
             "router_overhead": bench_router_overhead(directory, 200 if quick else 2_000),
+            "service": [
+                bench_service(directory, store, 300 if quick else 3_000)
+                for store in ("sqlite", "postgresql")
+            ],
         }
     return result
 
@@ -263,6 +371,16 @@ def render(result: dict[str, Any]) -> str:
             f"p50 {over['router_p50_ms']} ms vs {over['direct_p50_ms']} ms: "
             f"{over['overhead_ms']:+} ms ({over['overhead_pct']:+}%) "
             "| < 5% and < 0.3 ms |"
+        )
+    for row in result.get("service", []):
+        if "skipped" in row:
+            lines.append(f"| service decide+report, {row['store']} | skipped: {row['skipped']} | |")
+            continue
+        lines.append(
+            f"| service (HTTP, loopback, 1 client) decide+report, {row['store']} | "
+            f"{row['pairs_per_second']:,} pairs/s; decide p50 {row['decide_p50_ms']} ms, p99 "
+            f"{row['decide_p99_ms']} ms; report p50 {row['report_p50_ms']} ms, p99 "
+            f"{row['report_p99_ms']} ms | decide p50 < 2 ms, >= 2,000 pairs/s |"
         )
     return "\n".join(lines)
 

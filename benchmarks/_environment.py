@@ -1,4 +1,4 @@
-"""The simulated goal: K paths whose success means follow a schedule, drawn with common random numbers.
+"""The simulated goal: K paths whose means follow a schedule, drawn with common random numbers.
 
 Every request ``t`` has, for every path ``k``, a pre-drawn outcome ``values[t, k]`` in [0, 1] and a
 hard-error flag ``errors[t, k]``. A policy that sends request ``t`` to path ``k`` sees exactly that

@@ -9,9 +9,10 @@ Definitions (where BENCHMARKS.md leaves room, the choice made here):
   ``[t, t + 100)``. The window looks forward from ``t`` because a trailing window ending at
   ``t`` would still hold pre-change requests, which puts a floor of ~90 under any delay; the
   request at ``t`` must go elsewhere so that the requests still sent to the degraded path
-  before the router reacts are counted (a forward window alone tolerates 10 of them). A run that never gets there counts the whole remaining horizon (censored), and
-  ``never`` counts such runs. ``alarm delay`` is the engine's own: requests from the change to
-  the first ``drop`` its detector reports on the degraded path.
+  before the router reacts are counted (a forward window alone tolerates 10 of them). A run
+  that never gets there counts the whole remaining horizon (censored), and ``never`` counts
+  such runs. ``alarm delay`` is the engine's own: requests from the change to the first
+  ``drop`` its detector reports on the degraded path.
 * false alarms: changes the engine's detector reports (drops and rises, any path) before the
   first change of any mean, per 10,000 of those requests.
 * degraded share: share of the 1,000 requests from the change on sent to the degraded path.
@@ -97,7 +98,9 @@ def run_metrics(scenario: Scenario, env: Environment, trace: Trace) -> dict[str,
             delay = _first_window(on_path, "le", _WINDOW // 10)
             out["detection_delay"] = float(delay if delay is not None else on_path.size)
             out["never_detected"] = float(delay is None)
-            drops = [t for t, k, kind in trace.changes if k == path and kind == "drop" and t >= change]
+            drops = [
+                t for t, k, kind in trace.changes if k == path and kind == "drop" and t >= change
+            ]
             out["alarm_delay"] = float(drops[0] - change) if drops else math.nan
         if scenario.recovery_at is not None and scenario.degraded is not None:
             back = round(scenario.recovery_at * horizon)

@@ -37,8 +37,10 @@ class KalibrPolicy:
     ``(t, path, kind)`` with ``t`` the request at which the outcome was delivered.
     """
 
-    def __init__(self, costs: np.ndarray, rng: np.random.Generator) -> None:
-        self.router = GoalRouter(ExplorationConfig(), EngineTuning())
+    def __init__(
+        self, costs: np.ndarray, rng: np.random.Generator, tuning: EngineTuning | None = None
+    ) -> None:
+        self.router = GoalRouter(ExplorationConfig(), tuning or EngineTuning())
         self.ids = [f"path-{k}" for k in range(len(costs))]
         self.index = {pid: k for k, pid in enumerate(self.ids)}
         self.costs = [float(c) for c in costs]
@@ -83,8 +85,9 @@ class MabwiserPolicy:
     def __init__(self, k: int, seed: int, batch: int = MABWISER_BATCH) -> None:
         from mabwiser.mab import MAB, LearningPolicy
 
-        self.mab = MAB(arms=list(range(k)), learning_policy=LearningPolicy.ThompsonSampling(),
-                       seed=seed)
+        self.mab = MAB(
+            arms=list(range(k)), learning_policy=LearningPolicy.ThompsonSampling(), seed=seed
+        )
         self.mab.fit(decisions=[], rewards=[])
         self.batch = batch
         self.queue: list[int] = []

@@ -57,14 +57,16 @@ class Check:
     met: bool
 
 
-def _stat(summary: Summary, sid: str, metric: str, stat: str = "mean", policy: str = "kalibr"
-          ) -> float | None:
+def _stat(
+    summary: Summary, sid: str, metric: str, stat: str = "mean", policy: str = "kalibr"
+) -> float | None:
     value = summary.get(sid, {}).get(policy, {}).get(metric, {}).get(stat)
     return None if value is None else float(value)
 
 
-def _paired(raw: Raw, a: str, b: str, metric: str, policy: str = "kalibr"
-            ) -> tuple[float, float] | None:
+def _paired(
+    raw: Raw, a: str, b: str, metric: str, policy: str = "kalibr"
+) -> tuple[float, float] | None:
     """Mean and standard error of ``a - b`` over the seeds both ran."""
     try:
         ra, rb = raw[a][policy], raw[b][policy]
@@ -83,8 +85,15 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
     """Every target whose scenarios are in the run, with the engine's value and verdict."""
     checks: list[Check] = []
 
-    def check(sid: str, target: str, metric: str, stat: str, test: Callable[[float], bool],
-              fmt: str = "{:.1f}", scale: float = 1.0) -> None:
+    def check(
+        sid: str,
+        target: str,
+        metric: str,
+        stat: str,
+        test: Callable[[float], bool],
+        fmt: str = "{:.1f}",
+        scale: float = 1.0,
+    ) -> None:
         value = _stat(summary, sid, metric, stat)
         if value is not None:
             checks.append(Check(sid, target, fmt.format(value * scale), test(value)))
@@ -97,18 +106,30 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
     for cut in b0_cuts:
         ts = _stat(summary, "B0", cut, policy="ts")
         if ts:
-            check("B0", f"{cut} within 15% of plain TS ({ts:.0f})", cut, "mean",
-                  lambda v, ts=ts: v <= 1.15 * ts)
+            check(
+                "B0",
+                f"{cut} within 15% of plain TS ({ts:.0f})",
+                cut,
+                "mean",
+                lambda v, ts=ts: v <= 1.15 * ts,
+            )
     if len(b0_cuts) == 2:
         lo, hi = (_stat(summary, "B0", c) for c in b0_cuts)
         if lo is not None and hi is not None:
             decades = math.log10(int(b0_cuts[1].split("@")[1]) / int(b0_cuts[0].split("@")[1]))
             growth = (hi - lo) / decades
-            checks.append(Check("B0", "regret growth per decade in [82, 108]", f"{growth:.0f}",
-                                82 <= growth <= 108))
+            checks.append(
+                Check(
+                    "B0",
+                    "regret growth per decade in [82, 108]",
+                    f"{growth:.0f}",
+                    82 <= growth <= 108,
+                )
+            )
     check("B1", "regret <= 45", "regret", "mean", lambda v: v <= 45)
-    check("B1", "false alarms <= 0.05 per 10^4", "false_alarms", "mean", lambda v: v <= 0.05,
-          "{:.3f}")
+    check(
+        "B1", "false alarms <= 0.05 per 10^4", "false_alarms", "mean", lambda v: v <= 0.05, "{:.3f}"
+    )
     check("B1", "ORS >= 99.5%", "ors", "mean", lambda v: v >= 0.995, "{:.2f}%", 100)
     for sid, delay, p90, share, ors in (
         ("B2a", 25, 35, 0.03, 0.99),
@@ -117,37 +138,93 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
         ("B2d", 25, 35, 0.03, 0.99),
     ):
         note = " (B2a's targets)" if sid == "B2d" else ""
-        check(sid, f"detection median <= {delay}{note}", "detection_delay", "median",
-              lambda v, d=delay: v <= d, "{:.0f}")
+        check(
+            sid,
+            f"detection median <= {delay}{note}",
+            "detection_delay",
+            "median",
+            lambda v, d=delay: v <= d,
+            "{:.0f}",
+        )
         if p90 is not None:
-            check(sid, f"detection p90 <= {p90}{note}", "detection_delay", "p90",
-                  lambda v, d=p90: v <= d, "{:.0f}")
-        check(sid, f"<= {share:.0%} of next 1000 to broken path{note}", "degraded_share", "mean",
-              lambda v, s=share: v <= s, "{:.2f}%", 100)
-        check(sid, f"ORS after change >= {ors:.1%}{note}", "ors_after", "mean",
-              lambda v, o=ors: v >= o, "{:.2f}%", 100)
-    check("B3", "ORS after crossing >= 99%", "ors_after", "mean", lambda v: v >= 0.99,
-          "{:.2f}%", 100)
-    check("B4", "re-adoption median <= 1000 requests", "recovery", "median",
-          lambda v: v <= 1000, "{:.0f}")
-    check("B4", "re-adoption p90 <= 1000 requests", "recovery", "p90", lambda v: v <= 1000,
-          "{:.0f}")
-    check("B4", f"regret <= 3.5x plain TS B1 ({3.5 * ts_b1:.0f})", "regret", "mean",
-          lambda v: v <= 3.5 * ts_b1)
+            check(
+                sid,
+                f"detection p90 <= {p90}{note}",
+                "detection_delay",
+                "p90",
+                lambda v, d=p90: v <= d,
+                "{:.0f}",
+            )
+        check(
+            sid,
+            f"<= {share:.0%} of next 1000 to broken path{note}",
+            "degraded_share",
+            "mean",
+            lambda v, s=share: v <= s,
+            "{:.2f}%",
+            100,
+        )
+        check(
+            sid,
+            f"ORS after change >= {ors:.1%}{note}",
+            "ors_after",
+            "mean",
+            lambda v, o=ors: v >= o,
+            "{:.2f}%",
+            100,
+        )
+    check(
+        "B3", "ORS after crossing >= 99%", "ors_after", "mean", lambda v: v >= 0.99, "{:.2f}%", 100
+    )
+    check(
+        "B4",
+        "re-adoption median <= 1000 requests",
+        "recovery",
+        "median",
+        lambda v: v <= 1000,
+        "{:.0f}",
+    )
+    check(
+        "B4", "re-adoption p90 <= 1000 requests", "recovery", "p90", lambda v: v <= 1000, "{:.0f}"
+    )
+    check(
+        "B4",
+        f"regret <= 3.5x plain TS B1 ({3.5 * ts_b1:.0f})",
+        "regret",
+        "mean",
+        lambda v: v <= 3.5 * ts_b1,
+    )
     for sid, d in (("B5-d10", 10), ("B5-d100", 100), ("B5-d500", 500), ("B5-b100", 100)):
-        check(sid, f"detection median <= {d} + 30", "detection_delay", "median",
-              lambda v, d=d: v <= d + 30, "{:.0f}")
+        check(
+            sid,
+            f"detection median <= {d} + 30",
+            "detection_delay",
+            "median",
+            lambda v, d=d: v <= d + 30,
+            "{:.0f}",
+        )
     immediate = _stat(summary, "B1", "regret")
     if immediate:
         for sid in ("B5-stat-d10", "B5-stat-d100"):
-            check(sid, f"regret <= 1.1x immediate ({immediate:.1f})", "regret", "mean",
-                  lambda v, i=immediate: v <= 1.1 * i)
+            check(
+                sid,
+                f"regret <= 1.1x immediate ({immediate:.1f})",
+                "regret",
+                "mean",
+                lambda v, i=immediate: v <= 1.1 * i,
+            )
     for sid in ("B6-M1", "B6-M8", "B6-M64"):
         ts_herd = _stat(summary, sid, "herding", policy="ts")
         if ts_herd is not None:
-            check(sid, f"no herding: top-path share of a stale interval < 100% and <= plain TS "
-                  f"({ts_herd:.2f}) + 0.05", "herding", "mean",
-                  lambda v, h=ts_herd: v < 0.999 and v <= h + 0.05, "{:.2f}")
+            check(
+                sid,
+                f"no herding: top-path share of a stale interval < 100% and <= plain TS "
+                f"({ts_herd:.2f}) + 0.05",
+                "herding",
+                "mean",
+                lambda v, h=ts_herd: v < 0.999 and v <= h + 0.05,
+                "{:.2f}",
+            )
     for frac, binar, metric, sign, label in (
         ("B7-B1-frac", "B7-B1-bin", "regret", 1.0, "B1 regret"),
         ("B7-B2a-frac", "B7-B2a-bin", "ors_after", -1.0, "B2a ORS after change"),
@@ -156,19 +233,36 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
         if paired is not None:
             mean, se = paired
             worse = sign * mean
-            checks.append(Check(
-                "B7", f"fractional {label} no worse than binarised (paired diff, 2 se)",
-                f"{mean:+.4g} (se {se:.2g})", worse <= 2 * se,
-            ))
-    check("B8-easy", ">= 90% to the cost-aware oracle", "oracle_share", "mean",
-          lambda v: v >= 0.90, "{:.1f}%", 100)
+            checks.append(
+                Check(
+                    "B7",
+                    f"fractional {label} no worse than binarised (paired diff, 2 se)",
+                    f"{mean:+.4g} (se {se:.2g})",
+                    worse <= 2 * se,
+                )
+            )
+    check(
+        "B8-easy",
+        ">= 90% to the cost-aware oracle",
+        "oracle_share",
+        "mean",
+        lambda v: v >= 0.90,
+        "{:.1f}%",
+        100,
+    )
     check("B8-easy", "cost <= 1.15x oracle", "cost_ratio", "mean", lambda v: v <= 1.15, "{:.2f}x")
     check("B8-easy", "<= 50 switches/1000", "switches", "mean", lambda v: v <= 50)
-    check("B8-boundary", "cost <= 1.3x oracle", "cost_ratio", "mean", lambda v: v <= 1.3,
-          "{:.2f}x")
+    check("B8-boundary", "cost <= 1.3x oracle", "cost_ratio", "mean", lambda v: v <= 1.3, "{:.2f}x")
     check("B8-boundary", "<= 50 switches/1000", "switches", "mean", lambda v: v <= 50)
-    check("B8-degrade", "<= 8% of next 1000 to the degraded cheap path", "degraded_share",
-          "mean", lambda v: v <= 0.08, "{:.2f}%", 100)
+    check(
+        "B8-degrade",
+        "<= 8% of next 1000 to the degraded cheap path",
+        "degraded_share",
+        "mean",
+        lambda v: v <= 0.08,
+        "{:.2f}%",
+        100,
+    )
     return checks
 
 
@@ -224,6 +318,7 @@ def scenario_table(sid: str, by_policy: dict[str, dict[str, dict[str, float]]]) 
 def checks_table(checks: list[Check]) -> str:
     """The targets as a markdown table."""
     lines = ["| scenario | target | kalibr | met |", "|---|---|---:|:---:|"]
-    lines += [f"| {c.scenario} | {c.target} | {c.value} | {'yes' if c.met else 'NO'} |"
-              for c in checks]
+    lines += [
+        f"| {c.scenario} | {c.target} | {c.value} | {'yes' if c.met else 'NO'} |" for c in checks
+    ]
     return "\n".join(lines)

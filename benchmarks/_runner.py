@@ -8,6 +8,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from benchmarks._policies import (
     random_choices,
 )
 from benchmarks._scenarios import BY_ID, Scenario
+from kalibr_core.engine import EngineTuning
 
 logger = logging.getLogger("benchmarks")
 
@@ -36,6 +38,7 @@ class Task:
     seeds: tuple[int, ...]
     policies: tuple[str, ...]
     mabwiser_seeds: int
+    tuning: tuple[tuple[str, Any], ...] = ()
 
     @property
     def weight(self) -> float:
@@ -62,9 +65,19 @@ def _rng(scenario_id: str, seed: int, policy: str) -> np.random.Generator:
 
 
 def run_seed(
-    scenario: Scenario, seed: int, horizon: int, policies: Iterable[str], *, mabwiser: bool
+    scenario: Scenario,
+    seed: int,
+    horizon: int,
+    policies: Iterable[str],
+    *,
+    mabwiser: bool,
+    tuning: EngineTuning | None = None,
 ) -> list[RunResult]:
-    """Run every policy on one seeded environment of the scenario."""
+    """Run every policy on one seeded environment of the scenario.
+
+    ``tuning`` replaces the engine's default tuning (for experiments; the suite's results are
+    always the defaults).
+    """
     env = Environment.draw(scenario.instance, horizon, scenario.id, seed)
     observed = env.binarised if scenario.binarise and env.binarised is not None else env.values
     results = []
@@ -83,7 +96,7 @@ def run_seed(
         else:
             learner: Learner
             if policy == "kalibr":
-                kalibr = KalibrPolicy(env.costs, rng)
+                kalibr = KalibrPolicy(env.costs, rng, tuning)
                 learner, changes = kalibr, kalibr.changes
             elif policy == "ts":
                 learner = ThompsonPolicy(env.mu.shape[1], rng)
@@ -93,20 +106,25 @@ def run_seed(
                 raise ValueError(f"unknown policy {policy!r}")
             choices = drive(learner, observed, scenario.delay, scenario.batch)
         metrics = run_metrics(scenario, env, Trace(choices, changes))
-        results.append(
-            RunResult(scenario.id, policy, seed, metrics, time.perf_counter() - start)
-        )
+        results.append(RunResult(scenario.id, policy, seed, metrics, time.perf_counter() - start))
     return results
 
 
 def run_task(task: Task) -> list[RunResult]:
     """Run one chunk of seeds (the unit of work of a worker process)."""
     scenario = BY_ID[task.scenario_id]
+    tuning = EngineTuning(**dict(task.tuning)) if task.tuning else None
     results: list[RunResult] = []
     for seed in task.seeds:
         results.extend(
-            run_seed(scenario, seed, task.horizon, task.policies,
-                     mabwiser=seed < task.mabwiser_seeds)
+            run_seed(
+                scenario,
+                seed,
+                task.horizon,
+                task.policies,
+                mabwiser=seed < task.mabwiser_seeds,
+                tuning=tuning,
+            )
         )
     return results
 
@@ -117,6 +135,7 @@ def make_tasks(
     horizon_of: dict[str, int],
     mabwiser_seeds: int,
     chunk: int,
+    tuning: tuple[tuple[str, Any], ...] = (),
 ) -> list[Task]:
     """Split each scenario's seeds into chunks, longest tasks first."""
     tasks = []
@@ -124,8 +143,14 @@ def make_tasks(
         for lo in range(0, seeds, chunk):
             chunk_seeds = tuple(range(lo, min(seeds, lo + chunk)))
             tasks.append(
-                Task(scenario.id, horizon_of[scenario.id], chunk_seeds, scenario.policies,
-                     mabwiser_seeds)
+                Task(
+                    scenario.id,
+                    horizon_of[scenario.id],
+                    chunk_seeds,
+                    scenario.policies,
+                    mabwiser_seeds,
+                    tuning,
+                )
             )
     tasks.sort(key=lambda t: t.weight, reverse=True)
     return tasks

@@ -58,7 +58,7 @@ class Scenario:
     title: str
     instance: Instance
     horizon: int = 10_000
-    quick_horizon: int = 3_000
+    quick_horizon: int = 2_000
     change_at: float | None = None
     degraded: int | None = None
     recovery_at: float | None = None
@@ -82,9 +82,7 @@ def _drop(to: float, at: float = 0.5) -> Instance:
     return replace(DEFAULT, shifts=(Shift(0, at, at, to),))
 
 
-_B2A = Scenario(
-    "B2a", "best path drops .90 -> .30 at T/2", _drop(0.30), change_at=0.5, degraded=0
-)
+_B2A = Scenario("B2a", "best path drops .90 -> .30 at T/2", _drop(0.30), change_at=0.5, degraded=0)
 _NO_MABWISER = tuple(p for p in POLICIES if p != "mabwiser")
 _B8_COSTS = DEFAULT_COSTS[:4]
 _B8_EASY = Instance((0.90, 0.88, 0.80, 0.60), _B8_COSTS)
@@ -98,8 +96,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick_horizon=3_000,
         checkpoints=(0.1, 1.0),
     ),
-    Scenario("B1", "stationary default instance (chain in the wrong order)", DEFAULT,
-             chain_order=(1, 0, 2, 3, 4)),
+    Scenario(
+        "B1",
+        "stationary default instance (chain in the wrong order)",
+        DEFAULT,
+        chain_order=(1, 0, 2, 3, 4),
+    ),
     Scenario(
         "B1-hard",
         "stationary, 2-point gaps (.90 .88 .86 .84 .82), equal costs",
@@ -114,7 +116,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="long history: .90 -> .30 at 0.9 T, T = 20,000",
         instance=_drop(0.30, 0.9),
         horizon=20_000,
-        quick_horizon=6_000,
+        quick_horizon=4_000,
         change_at=0.9,
     ),
     Scenario(
@@ -131,6 +133,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         change_at=0.3,
         degraded=0,
         recovery_at=0.6,
+        quick_horizon=3_000,
     ),
     *(
         replace(_B2A, id=f"B5-d{d}", title=f"B2a, outcomes delayed by {d} requests", delay=d)
@@ -138,8 +141,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     replace(_B2A, id="B5-b100", title="B2a, outcomes delivered in batches of 100", batch=100),
     *(
-        Scenario(f"B5-stat-d{d}", f"B1 with outcomes delayed by {d} requests", DEFAULT,
-                 delay=d, chain_order=(1, 0, 2, 3, 4))
+        Scenario(
+            f"B5-stat-d{d}",
+            f"B1 with outcomes delayed by {d} requests",
+            DEFAULT,
+            delay=d,
+            chain_order=(1, 0, 2, 3, 4),
+        )
         for d in (10, 100)
     ),
     *(
@@ -152,14 +160,34 @@ SCENARIOS: tuple[Scenario, ...] = (
         )
         for m in (1, 8, 64)
     ),
-    Scenario("B7-B1-frac", "B1 with Beta(mu c, (1-mu) c) scores, c=2, fed as scores",
-             replace(DEFAULT, scores=True), policies=_NO_MABWISER, chain_order=(1, 0, 2, 3, 4)),
-    Scenario("B7-B1-bin", "B1 with Beta scores, fed binarised (Bernoulli(score))",
-             replace(DEFAULT, scores=True), binarise=True, chain_order=(1, 0, 2, 3, 4)),
-    replace(_B2A, id="B7-B2a-frac", title="B2a with Beta scores, fed as scores",
-            instance=replace(_drop(0.30), scores=True), policies=_NO_MABWISER),
-    replace(_B2A, id="B7-B2a-bin", title="B2a with Beta scores, fed binarised",
-            instance=replace(_drop(0.30), scores=True), binarise=True),
+    Scenario(
+        "B7-B1-frac",
+        "B1 with Beta(mu c, (1-mu) c) scores, c=2, fed as scores",
+        replace(DEFAULT, scores=True),
+        policies=_NO_MABWISER,
+        chain_order=(1, 0, 2, 3, 4),
+    ),
+    Scenario(
+        "B7-B1-bin",
+        "B1 with Beta scores, fed binarised (Bernoulli(score))",
+        replace(DEFAULT, scores=True),
+        binarise=True,
+        chain_order=(1, 0, 2, 3, 4),
+    ),
+    replace(
+        _B2A,
+        id="B7-B2a-frac",
+        title="B2a with Beta scores, fed as scores",
+        instance=replace(_drop(0.30), scores=True),
+        policies=_NO_MABWISER,
+    ),
+    replace(
+        _B2A,
+        id="B7-B2a-bin",
+        title="B2a with Beta scores, fed binarised",
+        instance=replace(_drop(0.30), scores=True),
+        binarise=True,
+    ),
     Scenario("B8-easy", "cost tie-break, easy: (.90 .88 .80 .60), costs (1 .5 .2 .05)", _B8_EASY),
     Scenario(
         "B8-boundary",

@@ -107,11 +107,6 @@ def test_nothing_is_called_optimal_while_learning(intel: Intelligence) -> None:
     assert set(reasons) <= {"fallback", "exploration"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine (_router.py) labels a learning-phase draw of the non-best path "
-    "'exploration' instead of 'fallback' (reported)",
-)
 def test_reason_is_fallback_for_every_decision_while_learning(intel: Intelligence) -> None:
     intel.register_path(GOAL, "gpt-4o")
     intel.register_path(GOAL, "gpt-4o-mini")

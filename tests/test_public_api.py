@@ -228,13 +228,7 @@ def test_flush_without_a_default_is_harmless(default_intel: kalibr_core.Intellig
         "kalibr_core",
         "kalibr_core._intelligence",
         "kalibr_core.engine._config",
-        pytest.param(
-            "kalibr_core.engine._router",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="GoalRouter's example prints add_path()'s return value (reported)",
-            ),
-        ),
+        "kalibr_core.engine._router",
         "kalibr_core.store._sqlite",
         "kalibr_core.engine._timeline",
     ],

@@ -97,6 +97,9 @@ class EngineTuning:
         tie_exit_z: It leaves when ``gap + z * se > tie_margin`` (z below the entry z:
             hysteresis).
         detector_threshold: GLR statistic above which a change of a path's mean is declared.
+        detector_growth: Growth of the threshold per e-fold of history beyond
+            ``detector_growth_from`` outcomes since the last restart.
+        detector_growth_from: Outcomes from which the threshold grows.
         detector_windows: Trailing window lengths tested for a change at each outcome.
         detector_min_before: Outcomes needed before a window for a change to be declared.
         detector_history: Outcomes kept per path for change detection and trends.
@@ -109,16 +112,21 @@ class EngineTuning:
         recovery_trial_threshold: The reversed CUSUM threshold at which a path on trial is
             demoted again (a false recovery).
         tie_min_samples: Outcomes both paths need before they may tie on cost.
+        tie_persistence: Fresh outcomes of a path during which the entry condition must keep
+            holding before it joins the tie set.
     """
 
     tie_margin: float = 0.05
     tie_enter_z: float = 2.0
-    tie_exit_z: float = 0.0
-    tie_min_samples: int = 100
+    tie_exit_z: float = 1.5
+    tie_min_samples: int = 500
+    tie_persistence: int = 0
     detector_threshold: float = 11.0
-    detector_windows: tuple[int, ...] = (10, 20, 40, 80, 160)
+    detector_growth: float = 1.5
+    detector_growth_from: int = 5_000
+    detector_windows: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     detector_min_before: int = 20
-    detector_history: int = 320
+    detector_history: int = 640
     probe_first: int = 25
     probe_max_interval: int = 400
     recovery_threshold: float = 4.0

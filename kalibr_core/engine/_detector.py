@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal
 
 _EPS = 1e-9
@@ -62,12 +63,18 @@ class ChangeDetector:
         windows: Trailing window lengths, ascending.
         min_before: Outcomes needed before a window.
         history: How many recent prefix sums to keep (bounds memory and the longest window).
+        growth: Beyond ``growth_from`` outcomes since the restart, the threshold grows by
+            ``growth * log(count / growth_from)``, so that a path tested at every outcome for
+            a long time does not accumulate false alarms.
+        growth_from: Outcomes from which the threshold grows.
     """
 
     threshold: float
     windows: tuple[int, ...]
     min_before: int
     history: int
+    growth: float = 0.0
+    growth_from: int = 1
     count: int = 0
     total: float = 0.0
     _prefix: deque[float] = field(default_factory=deque)
@@ -92,8 +99,9 @@ class ChangeDetector:
         """The last ``n`` outcome values (fewer if fewer were seen since the restart)."""
         if n <= 0:
             return []
-        values = list(self._values)
-        return values[-n:]
+        values = list(islice(reversed(self._values), n))
+        values.reverse()
+        return values
 
     def _push(self, value: float) -> None:
         self.count += 1
@@ -114,6 +122,10 @@ class ChangeDetector:
         overall = total / count
         prefix = self._prefix
         available = len(prefix) - 1
+        threshold = self.threshold
+        if count > self.growth_from:
+            # A longer history is tested more often: the threshold grows with its logarithm.
+            threshold += self.growth * math.log(count / self.growth_from)
         best: Change | None = None
         for window in self.windows:
             before = count - window
@@ -125,12 +137,12 @@ class ChangeDetector:
             statistic = before * bernoulli_kl(before_mean, overall) + window * bernoulli_kl(
                 after_mean, overall
             )
-            if statistic > self.threshold and (best is None or statistic > best.statistic):
+            if statistic > threshold and (best is None or statistic > best.statistic):
                 kind: ChangeKind = "drop" if after_mean < before_mean else "rise"
                 best = Change(kind, window, window_sum, before_mean, after_mean, statistic)
-        return None if best is None else self._locate(best)
+        return None if best is None else self._locate(best, threshold)
 
-    def _locate(self, change: Change) -> Change:
+    def _locate(self, change: Change, threshold: float) -> Change:
         """Narrow a detected change to the shortest trailing window that shows it.
 
         The test windows are coarse (a drop 8 outcomes ago may be caught by the 40-window), and
@@ -151,7 +163,7 @@ class ChangeDetector:
             statistic = (count - window) * bernoulli_kl(before_mean, overall) + window * (
                 bernoulli_kl(after_mean, overall)
             )
-            if statistic > self.threshold:
+            if statistic > threshold:
                 return Change(change.kind, window, window_sum, before_mean, after_mean, statistic)
         return change
 

@@ -36,6 +36,12 @@ logger = logging.getLogger("kalibr_core.engine")
 
 Reason = Literal["optimal", "cost_optimized", "exploration", "fallback"]
 _DAY = 86_400.0
+#: Standard errors by which a path must be below the rollback threshold to be rolled back.
+_ROLLBACK_Z = 2.0
+#: Standard errors by which a path must fall below the best alternative for a drop to demote it.
+_DEMOTE_Z = 2.0
+#: Outcomes after which a path that dropped but stayed competitive leaves review.
+_SUSPECT_SAMPLES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class PropensityInputs:
     rate: float
     index: int
     sampled: bool
+    margin: float = math.inf
 
     def estimate(self, rng: np.random.Generator, draws: int) -> float:
         """Monte Carlo estimate of P(choice == index) under the same decision rule."""
@@ -89,7 +96,12 @@ class PropensityInputs:
             return 1.0
         if self.sampled:
             samples = rng.beta(self.alphas, self.betas, size=(draws, k))
-            chosen = np.asarray(self.mapping)[np.argmax(samples, axis=1)]
+            winners = np.argmax(samples, axis=1)
+            targets = np.asarray(self.mapping)[winners]
+            rows = np.arange(draws)
+            # The cheaper tie member replaces the winner unless the winner leads by > margin.
+            swap = samples[rows, winners] - samples[rows, targets] <= self.margin
+            chosen = np.where(swap, targets, winners)
             share = float(np.mean(chosen == self.index))
         else:
             share = 1.0
@@ -110,9 +122,12 @@ class GoalRouter:
 
     Example:
         >>> router = GoalRouter(ExplorationConfig())
-        >>> router.add_path(PathInfo("p1", "gpt-4o"))
+        >>> state = router.add_path(PathInfo("p1", "gpt-4o"))
         >>> choice = router.select(np.random.default_rng(0))
-        >>> router.observe(choice.path_id, 1.0)
+        >>> choice.path_id, choice.reason
+        ('p1', 'fallback')
+        >>> router.observe(choice.path_id, 1.0) is None
+        True
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class GoalRouter:
         self.tick = 0
         self.seq = 0
         self._tie_dirty = True
+        self._suspects: dict[str, PathState] = {}
 
     # -- paths ---------------------------------------------------------------------------------
     def add_path(self, info: PathInfo) -> PathState:
@@ -164,16 +180,6 @@ class GoalRouter:
         if seq is None:
             seq = self.seq
         self.seq = max(self.seq, seq) + 1
-        reference = None
-        if state.demoted:
-            reference = max(
-                (
-                    s.mean
-                    for s in self.paths.values()
-                    if s is not state and s.info.enabled and not s.demoted
-                ),
-                default=None,
-            )
         change = state.observe(
             value,
             seq=seq,
@@ -181,8 +187,15 @@ class GoalRouter:
             cost_usd=cost_usd,
             latency_ms=latency_ms,
             now=now,
-            reference=reference,
+            reference=self._best_other(state) if state.demoted else None,
         )
+        if change is not None and change.kind == "drop" and not state.demoted:
+            # Out of exploitation only once the drop takes it clearly below the best
+            # alternative: a path still competitive after a drop (or a false alarm) stays in
+            # the draw, under review until its restarted statistics are informative.
+            self._suspects[state.info.path_id] = state
+        if self._suspects:
+            self._review_suspects()
         if change is not None:
             logger.info(
                 "path %s (%s): %s detected, %.2f -> %.2f",
@@ -196,6 +209,28 @@ class GoalRouter:
         self._tie_dirty = True
         return change
 
+    def _review_suspects(self) -> None:
+        """Demote paths whose drop left them clearly below the best alternative."""
+        for path_id, state in list(self._suspects.items()):
+            if state.demoted or not state.info.enabled or state.eff_count >= _SUSPECT_SAMPLES:
+                del self._suspects[path_id]
+                continue
+            other = self._best_other(state)
+            if other is None or state.mean + _DEMOTE_Z * state.std_error() < other:
+                state.demote(self.tick)
+                del self._suspects[path_id]
+
+    def _best_other(self, state: PathState) -> float | None:
+        """Posterior mean of the best other path in exploitation, if any."""
+        return max(
+            (
+                s.mean
+                for s in self.paths.values()
+                if s is not state and s.info.enabled and not s.demoted
+            ),
+            default=None,
+        )
+
     def correct(self, path_id: str, old_value: float, new_value: float, seq: int | None) -> None:
         """Apply a late correction of one outcome's value."""
         self._state(path_id).correct(old_value, new_value, seq)
@@ -205,7 +240,9 @@ class GoalRouter:
         threshold = self.config.rollback_threshold
         if state.eff_count < self.config.min_samples_before_exploit:
             return
-        below = state.mean < threshold
+        # Confidently below: an unlucky start of a good path (a 50% path can fail 15 of its
+        # first 20 calls) must not take it out of exploitation for a long time.
+        below = state.mean + _ROLLBACK_Z * state.std_error() < threshold
         if below and not state.rolled_back:
             others_ok = any(
                 s.mean >= threshold and s.info.enabled
@@ -277,10 +314,11 @@ class GoalRouter:
         best = max(range(k), key=means.__getitem__)
         mapping = self._tie_mapping(active, best)
         rate = (self.config.exploration_rate or 0.0) if may_explore else 0.0
+        uniform = False
         if k == 1:
             index, exploration = 0, False
         elif rate > 0.0 and rng.random() < rate:
-            index, exploration = int(rng.integers(k)), True
+            index, exploration, uniform = int(rng.integers(k)), True, True
         elif may_explore:
             theta = rng.beta(alphas, betas)
             winner = int(np.argmax(theta))
@@ -297,12 +335,19 @@ class GoalRouter:
             exploration = False
         state = active[index]
         state.pulls += 1
-        if exploration:
-            reason: Reason = "exploration"
-        else:
-            reason = self._reason(state, active[best], k == 1)
+        reason = self._reason(state, active[best], k == 1)
+        if exploration and (uniform or reason != "fallback"):
+            # While learning, a posterior draw is a fallback whichever path it favours; the
+            # configured uniform exploration is always exploration.
+            reason = "exploration"
         inputs = PropensityInputs(
-            tuple(alphas), tuple(betas), tuple(mapping or range(k)), rate, index, may_explore
+            tuple(alphas),
+            tuple(betas),
+            tuple(mapping or range(k)),
+            rate,
+            index,
+            may_explore,
+            self.tuning.tie_margin,
         )
         runner_up = max((means[i] for i in range(k) if i != index), default=None)
         return self._selection(state, reason, exploration, inputs, runner_up)
@@ -369,14 +414,17 @@ class GoalRouter:
                 ready.append(s)
             else:
                 s.in_tie_set = False
+                s.tie_streak_from = -1
         self._tie_dirty = False
         if len(ready) < 2:
             for s in ready:
                 s.in_tie_set = False
+                s.tie_streak_from = -1
             return
         best = max(ready, key=lambda s: s.mean)
         best_se2 = best.std_error() ** 2
         best.in_tie_set = False
+        best.tie_streak_from = -1
         for s in ready:
             if s is best:
                 continue
@@ -385,8 +433,17 @@ class GoalRouter:
             if s.in_tie_set:
                 if gap + t.tie_exit_z * se > t.tie_margin:
                     s.in_tie_set = False
+                    s.tie_streak_from = -1
             elif gap + t.tie_enter_z * se <= t.tie_margin:
-                s.in_tie_set = True
+                # Confidently within the margin, and still so after ``tie_persistence`` fresh
+                # outcomes of the path: a lucky excursion of a rarely sampled path's estimate
+                # does not survive new samples, a real tie does.
+                if s.tie_streak_from < 0:
+                    s.tie_streak_from = s.eff_count
+                if s.eff_count - s.tie_streak_from >= t.tie_persistence:
+                    s.in_tie_set = True
+            else:
+                s.tie_streak_from = -1
 
     def _tie_mapping(self, active: list[PathState], best: int) -> list[int] | None:
         """Map each sampled winner to the path actually used (None: identity)."""

@@ -12,6 +12,17 @@ from kalibr_core.engine._detector import Change, ChangeDetector
 
 Trend = Literal["improving", "stable", "degrading"]
 
+#: Probes of a demoted path (before the current run of evidence) that set its null level.
+_RECOVERY_BASE = 30
+_PROBES_KEPT = 200
+#: Posterior standard deviations added to the null level of the recovery test.
+_NULL_MARGIN_SD = 0.5
+#: The recovery test always asks for at least this rise over the null.
+_MIN_RECOVERY_GAP = 0.1
+#: A success must move the recovery test at least this much for promising evidence to bring
+#: the next probe forward (deep drops: yes; a path a few points below the best: no).
+_QUICK_PROBE_LLR = 0.3
+
 
 @dataclass(slots=True)
 class PathInfo:
@@ -67,6 +78,7 @@ class PathState:
     last_change: Change | None = None
     last_change_tick: int = -1
     in_tie_set: bool = False
+    tie_streak_from: int = -1
     last_outcome_at: float | None = None
     last_probe_at: float | None = None
     pulls: int = 0
@@ -76,6 +88,7 @@ class PathState:
     _seqs: deque[int] = field(init=False)
     _run_sum: float = 0.0
     _run_n: int = 0
+    _probes: deque[float] = field(init=False)
     _trial_score: float = 0.0
     _levels: tuple[float, float] = (0.0, 1.0)
 
@@ -86,8 +99,11 @@ class PathState:
             windows=t.detector_windows,
             min_before=t.detector_min_before,
             history=t.detector_history,
+            growth=t.detector_growth,
+            growth_from=t.detector_growth_from,
         )
         self._seqs = deque(maxlen=t.detector_history)
+        self._probes = deque(maxlen=_PROBES_KEPT)
 
     # -- statistics ----------------------------------------------------------------------------
     @property
@@ -186,20 +202,23 @@ class PathState:
         self.last_change = change
         self.last_change_tick = tick
         self.in_tie_set = False
+        self.tie_streak_from = -1
         self.trial_left = 0
-        if change.kind == "drop":
-            self.demote(tick)
-        else:
+        if change.kind == "rise":
             self.demoted = False
             self.rolled_back = False
+        # A drop demotes the path only if it falls clearly below the alternatives, which the
+        # router knows (GoalRouter.observe); otherwise Thompson sampling weighs the new level.
 
     def demote(self, tick: int) -> None:
         """Take the path out of exploitation; it is probed at a growing interval."""
         if not self.demoted:
             self._reset_recovery()
+            self._probes.clear()
             self.trial_left = 0
             self.demoted = True
             self.in_tie_set = False
+            self.tie_streak_from = -1
             self.probe_interval = self.tuning.probe_first
             self.next_probe_tick = tick + self.probe_interval
 
@@ -218,14 +237,18 @@ class PathState:
         successes suffice after a deep drop (.90 to .30), which keeps probing cheap.
         """
         high = min(reference, 0.99)
-        # The null: the path's rate since the drop, from the outcomes before the current run of
-        # evidence (which would otherwise raise its own bar), taken one posterior standard
-        # deviation high: the drop window is short and biased low, and a null set too low
-        # would make a few lucky probes look like a recovery.
-        base_s = self.eff_successes - self._run_sum
-        base_n = self.eff_successes + self.eff_failures - self._run_n
-        mean = (base_s + 1.0) / (base_n + 2.0)
-        low = min(mean + math.sqrt(mean * (1.0 - mean) / (base_n + 3.0)), high - 0.1)
+        # The null: the path's rate from its recent probes before the current run of evidence
+        # (which would otherwise raise its own bar), half a posterior standard deviation high
+        # so that a few lucky probes do not look like a recovery. Probes only: the window that
+        # revealed the drop is biased low. Recent, so that old luck fades.
+        probes = self._probes
+        end = len(probes) - self._run_n
+        before = [probes[i] for i in range(max(0, end - _RECOVERY_BASE), end)]
+        base_n = len(before)
+        mean = (sum(before) + 1.0) / (base_n + 2.0)
+        spread = math.sqrt(mean * (1.0 - mean) / (base_n + 3.0))
+        low = min(mean + _NULL_MARGIN_SD * spread, high - _MIN_RECOVERY_GAP)
+        probes.append(value)
         if low <= 0.0:
             return None
         up = math.log(high / low)
@@ -238,7 +261,7 @@ class PathState:
         self._run_sum += value
         self._run_n += 1
         if score <= self.tuning.recovery_threshold:
-            if up >= 0.5:
+            if up >= _QUICK_PROBE_LLR:
                 # Informative probes and positive evidence: the next probe is worth more (it
                 # may complete a recovery), so it comes sooner.
                 self.next_probe_tick = min(self.next_probe_tick, tick + self.tuning.probe_first)
@@ -269,6 +292,7 @@ class PathState:
         """The reverse test while on trial: a false recovery is demoted again within a few
         outcomes, before the change detector has the history to notice it."""
         self.trial_left -= 1
+        self._probes.append(value)
         low, high = self._levels
         llr = value * math.log(low / high) + (1.0 - value) * math.log((1.0 - low) / (1.0 - high))
         self._trial_score = max(0.0, self._trial_score + llr)
@@ -286,6 +310,7 @@ class PathState:
         self._reset_recovery()
         self.demoted = True
         self.in_tie_set = False
+        self.tie_streak_from = -1
         self.next_probe_tick = tick + max(self.probe_interval, self.tuning.probe_first)
         return change
 

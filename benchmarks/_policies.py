@@ -143,6 +143,49 @@ def drive(learner: Learner, observed: np.ndarray, delay: int, batch: int) -> np.
     return choices
 
 
+def thompson_choices(
+    observed: list[np.ndarray], delay: int, batch: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Plain Thompson sampling on several seeds at once (one row per seed), vectorised.
+
+    The same algorithm as :class:`ThompsonPolicy` with the same feedback timing as
+    :func:`drive`, for a batch of environments: one ``beta`` draw of shape (seeds, K) per request
+    instead of one Python-level draw per seed and request.
+    """
+    stacked = np.stack(observed)  # (S, T, K)
+    seeds, horizon, k = stacked.shape
+    alpha = np.ones((seeds, k))
+    beta = np.ones((seeds, k))
+    rows = np.arange(seeds)
+    choices = np.empty((seeds, horizon), dtype=np.int64)
+    values = np.empty((seeds, horizon))
+    head = 0
+    immediate = delay == 0 and batch == 1
+    for t in range(horizon):
+        if not immediate:
+            start = head
+            while (
+                head < t
+                and (head + delay if batch == 1 else (head // batch + 1) * batch + delay) <= t
+            ):
+                head += 1
+            if head > start:
+                ks = choices[:, start:head]
+                vs = values[:, start:head]
+                idx = (np.repeat(rows, head - start), ks.ravel())
+                np.add.at(alpha, idx, vs.ravel())
+                np.add.at(beta, idx, 1.0 - vs.ravel())
+        chosen = np.argmax(rng.beta(alpha, beta), axis=1)
+        value = stacked[rows, t, chosen].astype(np.float64)
+        choices[:, t] = chosen
+        if immediate:
+            alpha[rows, chosen] += value
+            beta[rows, chosen] += 1.0 - value
+        else:
+            values[:, t] = value
+    return choices
+
+
 def chain_choices(env: Environment, order: tuple[int, ...]) -> np.ndarray:
     """The static fallback chain: the first path in ``order`` that does not raise a hard error.
 

@@ -135,7 +135,9 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
         ("B2a", 25, 35, 0.03, 0.99),
         ("B2b", 55, None, 0.06, 0.99),
         ("B2c", 150, None, 0.20, 0.988),
-        ("B2d", 25, 35, 0.03, 0.99),
+        # B2d has no target of its own: B2a's detection targets say a long history does not
+        # slow detection down (its ORS after the change covers only 2,000 requests).
+        ("B2d", 25, 35, 0.03, None),
     ):
         note = " (B2a's targets)" if sid == "B2d" else ""
         check(
@@ -164,6 +166,8 @@ def evaluate(summary: Summary, raw: Raw) -> list[Check]:
             "{:.2f}%",
             100,
         )
+        if ors is None:
+            continue
         check(
             sid,
             f"ORS after change >= {ors:.1%}{note}",

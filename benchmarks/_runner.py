@@ -18,10 +18,10 @@ from benchmarks._policies import (
     KalibrPolicy,
     Learner,
     MabwiserPolicy,
-    ThompsonPolicy,
     chain_choices,
     drive,
     random_choices,
+    thompson_choices,
 )
 from benchmarks._scenarios import BY_ID, Scenario
 from kalibr_core.engine import EngineTuning
@@ -64,69 +64,85 @@ def _rng(scenario_id: str, seed: int, policy: str) -> np.random.Generator:
     )
 
 
-def run_seed(
+def run_chunk(
     scenario: Scenario,
-    seed: int,
+    seeds: Iterable[int],
     horizon: int,
     policies: Iterable[str],
     *,
-    mabwiser: bool,
+    mabwiser_seeds: int,
     tuning: EngineTuning | None = None,
 ) -> list[RunResult]:
-    """Run every policy on one seeded environment of the scenario.
+    """Run every policy on the seeded environments of the scenario, seed by seed.
 
-    ``tuning`` replaces the engine's default tuning (for experiments; the suite's results are
-    always the defaults).
+    Plain Thompson sampling runs vectorised over the chunk's seeds (same environments, same
+    feedback timing). ``tuning`` replaces the engine's default tuning (for experiments; the
+    suite's results are always the defaults).
     """
-    env = Environment.draw(scenario.instance, horizon, scenario.id, seed)
-    observed = env.binarised if scenario.binarise and env.binarised is not None else env.values
-    results = []
-    for policy in policies:
-        if policy == "mabwiser" and not mabwiser:
-            continue
+    seeds = list(seeds)
+    policies = list(policies)
+    key = scenario.env_key or scenario.id
+    envs = {seed: Environment.draw(scenario.instance, horizon, key, seed) for seed in seeds}
+    observed = {
+        seed: env.binarised if scenario.binarise and env.binarised is not None else env.values
+        for seed, env in envs.items()
+    }
+    ts_choices: dict[int, np.ndarray] = {}
+    ts_seconds = 0.0
+    if "ts" in policies:
         start = time.perf_counter()
-        rng = _rng(scenario.id, seed, policy)
-        changes: list[tuple[int, int, str]] = []
-        if policy == "oracle":
-            choices = env.oracle
-        elif policy == "chain":
-            choices = chain_choices(env, scenario.order())
-        elif policy == "random":
-            choices = random_choices(env, rng)
-        else:
-            learner: Learner
-            if policy == "kalibr":
-                kalibr = KalibrPolicy(env.costs, rng, tuning)
-                learner, changes = kalibr, kalibr.changes
+        rows = thompson_choices(
+            [observed[seed] for seed in seeds],
+            scenario.delay,
+            scenario.batch,
+            _rng(key, seeds[0], f"ts-batch-{len(seeds)}"),
+        )
+        ts_choices = dict(zip(seeds, rows, strict=True))
+        ts_seconds = (time.perf_counter() - start) / len(seeds)
+    results = []
+    for seed in seeds:
+        env = envs[seed]
+        for policy in policies:
+            if policy == "mabwiser" and seed >= mabwiser_seeds:
+                continue
+            start = time.perf_counter()
+            rng = _rng(key, seed, policy)
+            changes: list[tuple[int, int, str]] = []
+            if policy == "oracle":
+                choices = env.oracle
+            elif policy == "chain":
+                choices = chain_choices(env, scenario.order())
+            elif policy == "random":
+                choices = random_choices(env, rng)
             elif policy == "ts":
-                learner = ThompsonPolicy(env.mu.shape[1], rng)
-            elif policy == "mabwiser":
-                learner = MabwiserPolicy(env.mu.shape[1], seed)
+                choices = ts_choices[seed]
             else:
-                raise ValueError(f"unknown policy {policy!r}")
-            choices = drive(learner, observed, scenario.delay, scenario.batch)
-        metrics = run_metrics(scenario, env, Trace(choices, changes))
-        results.append(RunResult(scenario.id, policy, seed, metrics, time.perf_counter() - start))
+                learner: Learner
+                if policy == "kalibr":
+                    kalibr = KalibrPolicy(env.costs, rng, tuning)
+                    learner, changes = kalibr, kalibr.changes
+                elif policy == "mabwiser":
+                    learner = MabwiserPolicy(env.mu.shape[1], seed)
+                else:
+                    raise ValueError(f"unknown policy {policy!r}")
+                choices = drive(learner, observed[seed], scenario.delay, scenario.batch)
+            metrics = run_metrics(scenario, env, Trace(choices, changes))
+            seconds = time.perf_counter() - start + (ts_seconds if policy == "ts" else 0.0)
+            results.append(RunResult(scenario.id, policy, seed, metrics, seconds))
     return results
 
 
 def run_task(task: Task) -> list[RunResult]:
     """Run one chunk of seeds (the unit of work of a worker process)."""
-    scenario = BY_ID[task.scenario_id]
     tuning = EngineTuning(**dict(task.tuning)) if task.tuning else None
-    results: list[RunResult] = []
-    for seed in task.seeds:
-        results.extend(
-            run_seed(
-                scenario,
-                seed,
-                task.horizon,
-                task.policies,
-                mabwiser=seed < task.mabwiser_seeds,
-                tuning=tuning,
-            )
-        )
-    return results
+    return run_chunk(
+        BY_ID[task.scenario_id],
+        task.seeds,
+        task.horizon,
+        task.policies,
+        mabwiser_seeds=task.mabwiser_seeds,
+        tuning=tuning,
+    )
 
 
 def make_tasks(

@@ -52,6 +52,8 @@ class Scenario:
         checkpoints: Fractions of the horizon at which the cumulative regret is also reported.
         policies: The policies run (MABWiser needs 0/1 outcomes).
         herding_until: Fraction of the horizon in which herding is measured (B6), or None.
+        env_key: Scenarios with the same key draw the same environments for the same seeds
+            (paired comparisons: B5 against B1 and B2a, B6 against B2a, B7 score feeds).
     """
 
     id: str
@@ -69,6 +71,7 @@ class Scenario:
     checkpoints: tuple[float, ...] = ()
     policies: tuple[str, ...] = POLICIES
     herding_until: float | None = None
+    env_key: str | None = None
 
     def order(self) -> tuple[int, ...]:
         """The static chain's order."""
@@ -136,10 +139,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick_horizon=3_000,
     ),
     *(
-        replace(_B2A, id=f"B5-d{d}", title=f"B2a, outcomes delayed by {d} requests", delay=d)
+        replace(
+            _B2A,
+            id=f"B5-d{d}",
+            title=f"B2a, outcomes delayed by {d} requests",
+            delay=d,
+            env_key="B2a",
+        )
         for d in (10, 100, 500)
     ),
-    replace(_B2A, id="B5-b100", title="B2a, outcomes delivered in batches of 100", batch=100),
+    replace(
+        _B2A,
+        id="B5-b100",
+        title="B2a, outcomes delivered in batches of 100",
+        batch=100,
+        env_key="B2a",
+    ),
     *(
         Scenario(
             f"B5-stat-d{d}",
@@ -147,6 +162,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             DEFAULT,
             delay=d,
             chain_order=(1, 0, 2, 3, 4),
+            env_key="B1",
         )
         for d in (10, 100)
     ),
@@ -157,6 +173,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             title=f"B2a, {m} deciders sharing state synced every 10 decisions each",
             batch=10 * m,
             herding_until=0.2,
+            env_key="B2a",
         )
         for m in (1, 8, 64)
     ),
@@ -166,6 +183,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         replace(DEFAULT, scores=True),
         policies=_NO_MABWISER,
         chain_order=(1, 0, 2, 3, 4),
+        env_key="B7-B1",
     ),
     Scenario(
         "B7-B1-bin",
@@ -173,6 +191,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         replace(DEFAULT, scores=True),
         binarise=True,
         chain_order=(1, 0, 2, 3, 4),
+        env_key="B7-B1",
     ),
     replace(
         _B2A,
@@ -180,6 +199,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="B2a with Beta scores, fed as scores",
         instance=replace(_drop(0.30), scores=True),
         policies=_NO_MABWISER,
+        env_key="B7-B2a",
     ),
     replace(
         _B2A,
@@ -187,6 +207,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="B2a with Beta scores, fed binarised",
         instance=replace(_drop(0.30), scores=True),
         binarise=True,
+        env_key="B7-B2a",
     ),
     Scenario("B8-easy", "cost tie-break, easy: (.90 .88 .80 .60), costs (1 .5 .2 .05)", _B8_EASY),
     Scenario(

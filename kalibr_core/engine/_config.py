@@ -93,7 +93,8 @@ class EngineTuning:
 
     Attributes:
         tie_margin: Paths whose success rate is within this of the best compete on cost.
-        tie_enter_z: A path joins the cost tie set when ``gap + z * se <= tie_margin``.
+        tie_enter_z: A path joins the cost tie set when ``gap + z * se <= tie_margin``
+            (confidently within the margin: a path exactly at the margin must stay out).
         tie_exit_z: It leaves when ``gap + z * se > tie_margin`` (z below the entry z:
             hysteresis).
         detector_threshold: GLR statistic above which a change of a path's mean is declared.
@@ -106,21 +107,18 @@ class EngineTuning:
         probe_first: Decisions after a demotion before a demoted path is first probed.
         probe_max_interval: The longest interval between two probes of a demoted path.
         recovery_threshold: CUSUM log-likelihood ratio at which a demoted path's probes say
-            it is back at the best path's level. While the evidence is promising (a quarter of
-            the way there), the next probe comes ``probe_first`` decisions later.
+            it is back at the best path's level. While the evidence is positive (and a success
+            is informative), the next probe comes ``probe_first`` decisions later.
         recovery_trial: Outcomes a recovered path stays on trial.
         recovery_trial_threshold: The reversed CUSUM threshold at which a path on trial is
             demoted again (a false recovery).
         tie_min_samples: Outcomes both paths need before they may tie on cost.
-        tie_persistence: Fresh outcomes of a path during which the entry condition must keep
-            holding before it joins the tie set.
     """
 
     tie_margin: float = 0.05
     tie_enter_z: float = 2.0
     tie_exit_z: float = 1.5
     tie_min_samples: int = 500
-    tie_persistence: int = 0
     detector_threshold: float = 11.0
     detector_growth: float = 1.5
     detector_growth_from: int = 5_000

@@ -78,7 +78,6 @@ class PathState:
     last_change: Change | None = None
     last_change_tick: int = -1
     in_tie_set: bool = False
-    tie_streak_from: int = -1
     last_outcome_at: float | None = None
     last_probe_at: float | None = None
     pulls: int = 0
@@ -202,7 +201,6 @@ class PathState:
         self.last_change = change
         self.last_change_tick = tick
         self.in_tie_set = False
-        self.tie_streak_from = -1
         self.trial_left = 0
         if change.kind == "rise":
             self.demoted = False
@@ -218,7 +216,6 @@ class PathState:
             self.trial_left = 0
             self.demoted = True
             self.in_tie_set = False
-            self.tie_streak_from = -1
             self.probe_interval = self.tuning.probe_first
             self.next_probe_tick = tick + self.probe_interval
 
@@ -232,9 +229,9 @@ class PathState:
         """CUSUM test of a demoted path's probes: back to the reference level, or still low?
 
         Each outcome adds the log-likelihood ratio of "succeeds at ``reference``" (the best path
-        in exploitation) against "succeeds at its own rate since the drop"; the path recovers
-        when the sum, floored at zero, exceeds ``recovery_threshold``. A handful of consecutive
-        successes suffice after a deep drop (.90 to .30), which keeps probing cheap.
+        in exploitation) against "succeeds at its recent probe rate"; the path recovers when the
+        sum, floored at zero, exceeds ``recovery_threshold``. About four consecutive successes
+        suffice after a deep drop (.90 to .30), which keeps probing cheap.
         """
         high = min(reference, 0.99)
         # The null: the path's rate from its recent probes before the current run of evidence
@@ -310,7 +307,6 @@ class PathState:
         self._reset_recovery()
         self.demoted = True
         self.in_tie_set = False
-        self.tie_streak_from = -1
         self.next_probe_tick = tick + max(self.probe_interval, self.tuning.probe_first)
         return change
 

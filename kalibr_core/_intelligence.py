@@ -321,6 +321,9 @@ class Intelligence:
         # restart, or a failing path would be back in exploitation (and never probed).
         for state in router.paths.values():
             router._check_rollback(state)
+        # A detected change is stored as the path's epoch: re-derive it, or a degraded path
+        # would be back in exploitation (and no longer 'degrading') after a restart.
+        router.restore_changes()
         rng = np.random.default_rng(self._seeds.spawn(1)[0])
         return _Scope(
             tenant,

@@ -31,7 +31,7 @@ import numpy as np
 
 from kalibr_core._errors import NoPathAvailableError, NotFoundError
 from kalibr_core.engine._config import EngineTuning, ExplorationConfig
-from kalibr_core.engine._detector import Change
+from kalibr_core.engine._detector import Change, ChangeKind, bernoulli_kl
 from kalibr_core.engine._state import PathInfo, PathState
 
 logger = logging.getLogger("kalibr_core.engine")
@@ -44,6 +44,8 @@ _ROLLBACK_Z = 2.0
 _DEMOTE_Z = 2.0
 #: Outcomes after which a path that dropped but stayed competitive leaves review.
 _SUSPECT_SAMPLES = 50
+#: A change followed by this many outcomes of the path is not restored after a restart.
+_RESTORED_CHANGE_HORIZON = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,50 @@ class GoalRouter:
         """Apply a late correction of one outcome's value."""
         self._state(path_id).correct(old_value, new_value, seq)
         self._tie_dirty = True
+
+    def restore_changes(self) -> list[str]:
+        """Re-derive detected changes from restored statistics (a scope loaded from a store).
+
+        A store keeps a detected change as the start of the path's epoch: the all-time totals
+        and the statistics since the change. That is enough to tell what the change was, the
+        level before (all-time minus epoch) against the level since, so a restart does not
+        forget it: a drop is reviewed as when it was detected (demoted if it left the path
+        clearly below the best alternative) and the path reports ``degrading`` again. The
+        change's age is not stored; the outcomes since it stand in for it, and a change
+        followed by ``_RESTORED_CHANGE_HORIZON`` outcomes or more is history, not restored.
+        Call it once, after every path's statistics are restored.
+
+        Returns:
+            The ids of the paths whose change was restored.
+        """
+        restored = []
+        for state in self.paths.values():
+            since = state.eff_count
+            before = state.count - since
+            if state.epoch_seq < 0 or since <= 0 or before <= 0:
+                continue
+            if since >= _RESTORED_CHANGE_HORIZON or state.last_change is not None:
+                continue
+            after_mean = state.eff_successes / since
+            before_mean = max(0.0, state.successes - state.eff_successes) / before
+            if after_mean == before_mean:
+                continue
+            overall = state.successes / state.count
+            statistic = before * bernoulli_kl(before_mean, overall) + since * bernoulli_kl(
+                after_mean, overall
+            )
+            kind: ChangeKind = "drop" if after_mean < before_mean else "rise"
+            state.last_change = Change(
+                kind, since, state.eff_successes, before_mean, after_mean, statistic
+            )
+            state.last_change_tick = self.tick - since
+            if kind == "drop":
+                self._suspects[state.info.path_id] = state
+            restored.append(state.info.path_id)
+        if self._suspects:
+            self._review_suspects()
+        self._tie_dirty = True
+        return restored
 
     def _check_rollback(self, state: PathState) -> None:
         threshold = self.config.rollback_threshold

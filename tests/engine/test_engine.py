@@ -284,6 +284,57 @@ def test_a_collapse_demotes_the_path() -> None:
     assert chosen["backup"] > 170
 
 
+def _reloaded(router: GoalRouter) -> GoalRouter:
+    """A new router with only what a store keeps: totals, epoch statistics, epoch start."""
+    fresh = router_with(*router.paths)
+    for path_id, old in router.paths.items():
+        new = fresh.paths[path_id]
+        new.successes, new.failures, new.count = old.successes, old.failures, old.count
+        new.eff_successes, new.eff_failures = old.eff_successes, old.eff_failures
+        new.eff_count, new.epoch_seq = old.eff_count, old.epoch_seq
+    return fresh
+
+
+def test_a_detected_drop_is_restored_from_stored_statistics() -> None:
+    router = router_with("primary", "backup")
+    feed(router, "primary", bernoulli(0.95, 200))
+    feed(router, "backup", bernoulli(0.6, 100))
+    feed(router, "primary", [0.0] * 20)
+    assert router.paths["primary"].demoted
+    fresh = _reloaded(router)
+    assert fresh.restore_changes() == ["primary"]
+    state = fresh.paths["primary"]
+    assert state.demoted and state.trend(fresh.tick) == "degrading"
+    assert state.last_change is not None and state.last_change.kind == "drop"
+    assert not fresh.paths["backup"].demoted  # no change, nothing restored
+    chosen = Counter(fresh.select(np.random.default_rng(3)).path_id for _ in range(200))
+    assert chosen["backup"] > 170
+
+
+def test_an_old_or_harmless_change_is_not_restored_as_a_demotion() -> None:
+    router = router_with("primary", "backup")
+    feed(router, "primary", bernoulli(0.95, 200))
+    feed(router, "backup", bernoulli(0.6, 100))
+    feed(router, "primary", [0.0] * 20)
+    # A change followed by many outcomes is history: restoring it would mislabel the path.
+    state = router.paths["primary"]
+    state.eff_count += 600
+    state.count += 600
+    state.eff_successes += 540
+    state.successes += 540
+    assert _reloaded(router).restore_changes() == []
+    # A rise restores as a rise: the path keeps its traffic.
+    up = router_with("a", "b")
+    feed(up, "a", bernoulli(0.3, 200))
+    feed(up, "b", bernoulli(0.6, 100))
+    feed(up, "a", [1.0] * 30)
+    assert up.paths["a"].last_change is not None and up.paths["a"].last_change.kind == "rise"
+    fresh = _reloaded(up)
+    assert fresh.restore_changes() == ["a"]
+    assert not fresh.paths["a"].demoted
+    assert fresh.paths["a"].trend(fresh.tick) == "improving"
+
+
 def test_cost_breaks_a_tie_between_equally_good_paths() -> None:
     router = router_with("premium", "budget")
     feed(router, "premium", bernoulli(0.9, 600), cost_usd=0.02)

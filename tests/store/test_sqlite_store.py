@@ -303,12 +303,6 @@ def test_a_detected_degradation_survives_a_restart(tmp_db: str, run_goal: RunGoa
         assert chosen["backup"] > 170, chosen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only the epoch of a detected change is stored, not the change: after a restart "
-    "the degraded path is no longer demoted or 'degrading' and drift_detected disappears "
-    "(reported)",
-)
 def test_a_detected_drift_is_still_reported_after_a_restart(tmp_db: str, run_goal: RunGoal) -> None:
     with Intelligence(tmp_db, seed=1) as intel:
         intel.register_path(GOAL, "primary")

@@ -109,6 +109,10 @@ class EngineTuning:
         recovery_threshold: CUSUM log-likelihood ratio at which a demoted path's probes say
             it is back at the best path's level. While the evidence is positive (and a success
             is informative), the next probe comes ``probe_first`` decisions later.
+        probe_after_refuted: When a failure ends a run of at least two successful probes, the
+            next probe comes at most this many decisions later (0: the backed-off interval).
+            Two successes in a row are rare for a path that is still broken and common for one
+            that recovered, where one failure would otherwise cost a whole probe interval.
         recovery_trial: Outcomes a recovered path stays on trial.
         recovery_trial_threshold: The reversed CUSUM threshold at which a path on trial is
             demoted again (a false recovery).
@@ -128,5 +132,6 @@ class EngineTuning:
     probe_first: int = 25
     probe_max_interval: int = 400
     recovery_threshold: float = 4.0
+    probe_after_refuted: int = 50
     recovery_trial: int = 30
     recovery_trial_threshold: float = 6.0

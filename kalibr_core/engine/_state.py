@@ -252,6 +252,12 @@ class PathState:
         llr = value * up + (1.0 - value) * math.log((1.0 - high) / (1.0 - low))
         score = self.recovery_score + llr
         if score <= 0.0:
+            # A failure after two or more successes is weak evidence either way: look again
+            # soon rather than after the whole backed-off interval (B4's slow re-adoptions).
+            if self._run_n >= 2 and self.tuning.probe_after_refuted:
+                self.next_probe_tick = min(
+                    self.next_probe_tick, tick + self.tuning.probe_after_refuted
+                )
             self._reset_recovery()
             return None
         self.recovery_score = score

@@ -437,3 +437,31 @@ def test_cross_goal_summary() -> None:
         "insufficient_data": 1,
         "total_outcomes": 152,
     }
+
+
+def test_a_refuted_run_of_successful_probes_is_looked_at_again_soon() -> None:
+    router = router_with("primary", "backup")
+    feed(router, "primary", bernoulli(0.95, 200))
+    feed(router, "backup", bernoulli(0.8, 200))
+    feed(router, "primary", [0.0] * 20)
+    state = router.paths["primary"]
+    assert state.demoted
+    rng = np.random.default_rng(5)
+
+    def next_probe(limit: int = 2_000) -> int:
+        for _ in range(limit):
+            choice = router.select(rng)
+            if choice.path_id == "primary":
+                return router.tick
+            router.observe(choice.path_id, 1.0)
+        raise AssertionError("the demoted path was never probed")
+
+    for value in (0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0):  # a path still broken
+        next_probe()
+        router.observe("primary", value)
+    assert state.probe_interval >= 200
+    for value in (1.0, 1.0, 0.0):  # promising, then one failure
+        refuted_at = next_probe()
+        router.observe("primary", value)
+    assert state.demoted
+    assert next_probe() - refuted_at <= EngineTuning().probe_after_refuted + 1

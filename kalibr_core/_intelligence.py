@@ -14,7 +14,9 @@ in the same order, all reach the same posteriors and the same change detections.
 
 Decisions are buffered and written by a background thread (every ``flush_interval_s`` and at
 exit, or on ``flush()``), where each decision's propensity is estimated off the hot path.
-Outcomes are never buffered: ``report_outcome`` returns once the outcome is durable.
+``report_outcome`` returns once the outcome is durable; with ``wait=False`` (what the Router
+uses) it is queued instead, and the same thread stores the queue in one commit at most
+``outcome_delay_s`` (default 20 ms) after the first queued outcome, and at exit or ``flush()``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,6 +80,10 @@ logger = logging.getLogger("kalibr_core")
 
 DEFAULT_TENANT = "default"
 _RECENT_DECISIONS = 100_000
+# How long the background writer keeps waking on its own after the last queued outcome before
+# it sleeps until woken: a second of idle wake-ups (cheap) spares a busy caller a wake-up call
+# per outcome when calls are tens of milliseconds apart.
+_WRITER_LINGER_S = 1.0
 _UPDATABLE = ("success", "score", "failure_reason", "failure_category", "metadata")
 
 
@@ -95,8 +101,7 @@ class _Scope:
     pending: list[OutcomeRecord] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Issued:
+class _Issued(NamedTuple):  # one per decision: a tuple is cheaper to build than a dataclass
     goal: str
     pipeline_id: str
     path_id: str
@@ -147,6 +152,10 @@ class Intelligence:
         sync_interval_s: Bounded staleness: how old a scope's view of outcomes reported by
             other processes may get before ``decide`` reads them.
         flush_interval_s: How often buffered decisions are written.
+        outcome_delay_s: How long an outcome queued by ``report_outcome(wait=False)`` may wait
+            before the background writer stores it (with the others queued meanwhile, in one
+            commit): the bound on the time a Router outcome is not yet durable, and on how
+            late this process's own decisions learn from it.
         seed: Seed of the sampling generators (reproducible decisions in tests).
         tuning: Engine tuning (defaults are what the benchmarks measure).
 
@@ -166,6 +175,7 @@ class Intelligence:
         tenant: str = DEFAULT_TENANT,
         sync_interval_s: float = 0.5,
         flush_interval_s: float = 0.2,
+        outcome_delay_s: float = 0.02,
         seed: int | None = None,
         tuning: EngineTuning | None = None,
     ) -> None:
@@ -178,6 +188,7 @@ class Intelligence:
         self.tenant = validate_goal(tenant, field_name="tenant")
         self.sync_interval_s = sync_interval_s
         self.flush_interval_s = flush_interval_s
+        self.outcome_delay_s = outcome_delay_s
         self._tuning = tuning or EngineTuning()
         self._seeds = np.random.SeedSequence(seed)
         self._scopes: dict[tuple[str, str, str], _Scope] = {}
@@ -192,6 +203,7 @@ class Intelligence:
         self._outbox_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
+        self._writer_asleep = False  # waiting for _wake (guarded by _outbox_lock)
         self._stop = threading.Event()
         self._closed = False
         self._path_cache: dict[tuple[str, str], tuple[float, list[PathRecord]]] = {}
@@ -238,8 +250,18 @@ class Intelligence:
                 with self._outbox_lock:
                     self._outbox = batch + self._outbox
                 raise
+            scopes: dict[int, _Scope] = {}
             for record in batch:
-                self._apply_stored(record)
+                scope = self._apply_stored(record)
+                if scope is not None:
+                    scopes[id(scope)] = scope
+            # Fold them now, here (the writer thread, off the decision path), rather than in
+            # the next decide(), which would run the engine's observation of each of them
+            # between the caller and its provider call.
+            for scope in scopes.values():
+                with scope.lock:
+                    if scope.pending:
+                        self._drain(scope)
 
     def pending_outcomes(self) -> int:
         """Outcomes queued by ``report_outcome(wait=False)`` and not yet stored."""
@@ -276,17 +298,57 @@ class Intelligence:
                     thread.start()
 
     def _flush_loop(self) -> None:
-        """Background writer: queued outcomes as soon as they arrive, decisions in batches."""
+        """Background writer: queued outcomes in batches, buffered decisions periodically.
+
+        While outcomes keep coming, the writer wakes on its own every ``outcome_delay_s`` and
+        stores what was queued meanwhile in one commit. Once none came for
+        ``_WRITER_LINGER_S`` it sleeps until the next decision flush, or until an outcome wakes
+        it; that outcome then waits ``outcome_delay_s`` for others to join it. Waking the
+        writer for each outcome (as this once did) made it take the interpreter lock during or
+        right after every routed call, and the wake-up itself (a system call) cost the caller
+        tens of microseconds.
+        """
+        next_flush = time.monotonic() + self.flush_interval_s
+        last_outcome = retry_at = -math.inf
         while not self._stop.is_set():
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep running: what failed stays queued and is retried
-                logger.exception(
-                    "writing %d queued outcome(s) and buffered decisions failed; will retry",
-                    self.pending_outcomes(),
-                )
+            now = time.monotonic()
+            with self._outbox_lock:
+                polling = bool(self._outbox) or now - last_outcome < _WRITER_LINGER_S
+                if not polling:
+                    # Both under the lock: an outcome queued from now on sees the flag and
+                    # wakes the writer, and no earlier wake-up is left to cut its delay short.
+                    self._wake.clear()
+                    self._writer_asleep = True
+            if polling:
+                stopped = self._stop.wait(self.outcome_delay_s)
+            elif self._wake.wait(max(0.0, next_flush - now)):
+                stopped = self._stop.wait(self.outcome_delay_s)  # let the batch collect
+            else:
+                with self._outbox_lock:
+                    self._writer_asleep = False  # up for the decisions anyway
+                stopped = False
+            if stopped:
+                return  # close() stores what is queued
+            now = time.monotonic()
+            if now >= retry_at and self.pending_outcomes():
+                last_outcome = now
+                if not self._write_queued(self._drain_outbox):
+                    retry_at = now + self.flush_interval_s  # a failing store: retry less often
+            if now >= next_flush:
+                self._write_queued(self.flush)
+                next_flush = time.monotonic() + self.flush_interval_s
+
+    def _write_queued(self, write: Callable[[], None]) -> bool:
+        """Run a background write; False (and logged) if it failed."""
+        try:
+            write()
+        except Exception:  # keep running: what failed stays queued and is retried
+            logger.exception(
+                "writing %d queued outcome(s) and buffered decisions failed; will retry",
+                self.pending_outcomes(),
+            )
+            return False
+        return True
 
     def _tenant(self, tenant: str | None) -> str:
         return self.tenant if tenant is None else validate_goal(tenant, field_name="tenant")
@@ -633,9 +695,9 @@ class Intelligence:
         acknowledged but not counted again (remote clients replaying after an outage).
 
         With ``wait=False`` the outcome is validated and attributed now, then queued for the
-        background writer, which stores it within milliseconds (group commit); ``flush()``
-        and interpreter exit store what is queued. The Router reports this way so routing
-        adds almost no latency to a call.
+        background writer, which stores it within ``outcome_delay_s`` (with the outcomes
+        queued meanwhile, in one commit); ``flush()`` and interpreter exit store what is
+        queued. The Router reports this way so routing adds almost no latency to a call.
 
         ``score`` (clamped to [0, 1]) counts as ``score`` successes and ``1 - score``
         failures; with only a score, ``success = score >= 0.5``. Trace ids this service never
@@ -673,8 +735,11 @@ class Intelligence:
         else:
             with self._outbox_lock:
                 self._outbox.append(record)
+                # Only a sleeping writer needs waking; a busy one collects this on its own.
+                asleep, self._writer_asleep = self._writer_asleep, False
             self._ensure_flusher()
-            self._wake.set()
+            if asleep:
+                self._wake.set()
         return {
             "status": "accepted",
             "trace_id": record.trace_id,
@@ -715,10 +780,10 @@ class Intelligence:
             )
         category = validate_failure_category(failure_category)
         reason = _optional_text(failure_reason, "failure_reason")
-        meta = validate_mapping(metadata, "metadata")
+        meta = _json_mapping(metadata, "metadata")
         model = _optional_text(model_id, "model_id")
         tool = _optional_tool(tool_id)
-        params = validate_mapping(execution_params, "execution_params")
+        params = _json_mapping(execution_params, "execution_params")
         pipeline = validate_pipeline_id(pipeline_id) if pipeline_id is not None else None
         path_id, pipeline = self._attribute(tenant, goal, trace_id, model, tool, params, pipeline)
         return OutcomeRecord(
@@ -805,16 +870,21 @@ class Intelligence:
         self._path_cache[key] = (now, records)
         return records
 
-    def _apply_stored(self, record: OutcomeRecord) -> None:
-        """Queue a stored outcome for its scope; the next decision folds it (cheap report)."""
+    def _apply_stored(self, record: OutcomeRecord) -> _Scope | None:
+        """Queue a stored outcome for its scope; the next decision folds it (cheap report).
+
+        Returns:
+            The scope it was queued for (None: a duplicate, or a scope not loaded yet).
+        """
         if record.duplicate:
-            return
+            return None
         key = (record.tenant, record.goal, record.pipeline_id)
         scope = self._scopes.get(key)
         if scope is None:
-            return  # loaded from the store when first needed
+            return None  # loaded from the store when first needed
         with scope.lock:
             scope.pending.append(record)
+        return scope
 
     def _drain(self, scope: _Scope) -> None:
         """Fold this process's queued outcomes in log order; read the log on a gap."""
@@ -1310,6 +1380,24 @@ def _candidates(
             )
         result.append(model)
     return result
+
+
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _json_mapping(value: object, field_name: str) -> dict[str, Any] | None:
+    """:func:`validate_mapping`, without serialising the common flat dict of JSON scalars.
+
+    Every routed outcome carries such a dict (its metadata); a trial ``json.dumps`` of it was
+    a tenth of the cost of reporting. String keys and str/int/bool/None/finite float values
+    always serialise; anything else takes the full check.
+    """
+    if type(value) is dict and all(
+        type(k) is str and (type(v) in _JSON_SCALARS or (type(v) is float and math.isfinite(v)))
+        for k, v in value.items()
+    ):
+        return dict(value)
+    return validate_mapping(value, field_name)
 
 
 def _optional_text(value: object, field_name: str, limit: int = 4096) -> str | None:

@@ -7,6 +7,7 @@
     kalibr-core stats GOAL [--db PATH]
     kalibr-core insights [--goal GOAL] [--db PATH]
     kalibr-core serve [--host 127.0.0.1] [--port 8080] [--store-url URL] [--allow-remote]
+                      [--workers N] [--no-access-log]
     kalibr-core keys create --tenant TENANT [--name NAME] [--db URL]
     kalibr-core keys list [--tenant TENANT] [--db URL]
     kalibr-core keys revoke KEY_ID [--db URL]
@@ -83,6 +84,18 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port and the store (a SQLite file or PostgreSQL)",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="do not log every request (saves CPU under heavy traffic)",
+    )
     keys = sub.add_parser("keys", help="manage the service's API keys")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key for a tenant (printed once)")
@@ -108,6 +121,8 @@ def _run_service_command(args: argparse.Namespace) -> int:
             allow_remote=args.allow_remote,
             dev_key=args.dev_key,
             log_level=args.log_level,
+            workers=args.workers,
+            access_log=args.access_log,
         )
     if args.action == "create":
         return _cli.keys_create(args.tenant, args.name, args.store_url)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kalibr_core import Intelligence, NotFoundError, ValidationError
+from kalibr_core import Intelligence, NotFoundError, ValidationError, _intelligence
 
 SeedOutcomes = Callable[..., None]  # the seed_outcomes fixture (conftest.py)
 GOAL = "resolve_ticket"
@@ -212,6 +214,112 @@ def test_a_queued_outcome_can_be_updated_at_once(intel: Intelligence) -> None:
     intel.flush()
     row = path_row(intel, "gpt-4o")
     assert (row["total_outcomes"], row["lifetime_success_rate"]) == (1, 0.0)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_queued_outcomes_are_stored_in_one_commit_after_the_delay(
+    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Intelligence(tmp_db, flush_interval_s=3600, outcome_delay_s=1.0) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        batches: list[int] = []
+        record_outcomes = intel.store.record_outcomes
+
+        def counted(outcomes: Any) -> Any:
+            batches.append(len(outcomes))
+            return record_outcomes(outcomes)
+
+        monkeypatch.setattr(intel.store, "record_outcomes", counted)
+        for i in range(20):
+            intel.report_outcome(f"t{i}", GOAL, success=True, model_id="gpt-4o", wait=False)
+        assert intel.pending_outcomes() == 20  # the writer waits for the batch to collect
+        wait_until(lambda: intel.store.count_outcomes("default", GOAL) == 20)  # no flush()
+        assert batches == [20]
+        assert path_row(intel, "gpt-4o")["total_outcomes"] == 20
+
+
+def test_a_sleeping_writer_is_woken_by_the_next_outcome(
+    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_intelligence, "_WRITER_LINGER_S", 0.0)  # sleeps once the queue is empty
+    with Intelligence(tmp_db, flush_interval_s=3600, outcome_delay_s=0.01) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        for i in range(1, 4):
+            intel.report_outcome(f"t{i}", GOAL, success=True, model_id="gpt-4o", wait=False)
+            wait_until(lambda: intel.store.count_outcomes("default", GOAL) == i)  # noqa: B023
+            wait_until(lambda: intel._writer_asleep)  # the next outcome must wake it
+
+
+def test_a_busy_writer_is_not_woken_for_each_outcome(
+    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Intelligence(tmp_db, flush_interval_s=3600, outcome_delay_s=0.01) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        wakes: list[None] = []
+        wake = intel._wake.set
+
+        def counted_wake() -> None:
+            wakes.append(None)
+            wake()
+
+        monkeypatch.setattr(intel._wake, "set", counted_wake)
+        for i in range(1, 6):  # calls tens of milliseconds apart, each outcome its own batch
+            intel.report_outcome(f"t{i}", GOAL, success=True, model_id="gpt-4o", wait=False)
+            wait_until(lambda: intel.store.count_outcomes("default", GOAL) == i)  # noqa: B023
+            time.sleep(0.03)
+        assert wakes == []  # it kept collecting on its own timer
+
+
+def test_close_stores_queued_outcomes_without_waiting_for_the_delay(tmp_db: str) -> None:
+    intel = Intelligence(tmp_db, outcome_delay_s=3600)
+    intel.register_path(GOAL, "gpt-4o")
+    intel.report_outcome("t1", GOAL, success=True, model_id="gpt-4o", wait=False)
+    started = time.monotonic()
+    intel.close()
+    assert time.monotonic() - started < 4  # the writer left at once (it is joined for 5 s)
+    with Intelligence(tmp_db) as reopened:
+        assert reopened.store.count_outcomes("default", GOAL) == 1
+
+
+def test_queued_outcomes_are_stored_exactly_once_while_flushes_race(tmp_db: str) -> None:
+    threads, per_thread = 4, 150
+    with Intelligence(tmp_db, outcome_delay_s=0.001, flush_interval_s=0.01) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        done = threading.Event()
+
+        def report(k: int) -> None:
+            for i in range(per_thread):
+                intel.report_outcome(
+                    f"t{k}-{i}", GOAL, success=i % 2 == 0, model_id="gpt-4o", wait=False
+                )
+
+        def flush() -> None:
+            while not done.is_set():
+                intel.flush()
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        workers = [threading.Thread(target=report, args=(k,)) for k in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        done.set()
+        flusher.join()
+    with Intelligence(tmp_db) as reopened:
+        stored = reopened.store.outcomes_in_window("default", GOAL, 0)
+        assert sorted(o.trace_id for o in stored) == sorted(
+            f"t{k}-{i}" for k in range(threads) for i in range(per_thread)
+        )
+        row = path_row(reopened, "gpt-4o")
+        assert row["total_outcomes"] == threads * per_thread
+        assert row["lifetime_success_rate"] == 0.5
 
 
 def test_a_replayed_outcome_id_counts_once(tmp_db: str) -> None:

@@ -103,12 +103,12 @@ class TraceBook:
 
     def add(self, trace: Trace) -> None:
         """Remember a new trace and add it to the current context's episode."""
+        episodes = self._episodes.get({})
         with self._lock:
             self._traces[trace.trace_id] = trace
             while len(self._traces) > self._capacity:
                 self._traces.popitem(last=False)
-        episodes = self._episodes.get({})
-        with self._lock:  # keep only calls still waiting for a report: bounded episodes
+            # Keep only calls still waiting for a report: bounded episodes.
             current = tuple(
                 t
                 for t in episodes.get(self._key, ())

@@ -9,6 +9,7 @@ works.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -73,6 +74,14 @@ def _longest_prefix(table: Mapping[str, Any], model: str) -> Any:
     return table[max(matches, key=len)] if matches else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _token_prices(model: str) -> tuple[float, float] | None:
+    # Every routed call prices its model: scanning the table each time cost more than the rest
+    # of the estimate. The table is a constant, so a model's row never changes.
+    prices: tuple[float, float] | None = _longest_prefix(TOKEN_PRICES, model)
+    return prices
+
+
 def token_cost(
     model: str,
     input_tokens: int,
@@ -87,7 +96,7 @@ def token_cost(
             input_tokens * float(pricing.get("input_per_1m", 0.0))
             + output_tokens * float(pricing.get("output_per_1m", 0.0))
         ) / 1e6
-    prices = _longest_prefix(TOKEN_PRICES, model)
+    prices = _token_prices(model)
     if prices is None:
         logger.debug("no price known for %s; counting its cost as 0", model)
         return 0.0

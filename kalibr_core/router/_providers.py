@@ -20,6 +20,7 @@ hide from learning what happened.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -132,16 +133,7 @@ def resolve_provider(model_id: str, hints: Mapping[str, Any] | None = None) -> P
     model = model_id
     provider = hints.get("provider")
     if provider is None:
-        prefix, _, rest = model_id.partition("/")
-        if rest and prefix in _PREFIXES:
-            provider, model = prefix, rest
-        elif rest:
-            provider = "huggingface"
-        else:
-            lowered = model_id.lower()
-            provider = next(
-                (name for prefixes, name in _NAMES if lowered.startswith(prefixes)), "openai"
-            )
+        provider, model = _implied_provider(model_id)
     elif isinstance(provider, str) and model_id.startswith(provider + "/"):
         model = model_id[len(provider) + 1 :]
     if not isinstance(provider, str):
@@ -156,14 +148,49 @@ def resolve_provider(model_id: str, hints: Mapping[str, Any] | None = None) -> P
                 f"{sorted(PROVIDERS)} or give a base_url for an OpenAI-compatible server"
             )
         custom_env = (key_env,) if isinstance(key_env, str) else ("OPENAI_API_KEY",)
-        return ProviderTarget(provider, "openai", model, str(base_url), custom_env, False)
+        return _target(provider, "openai", model, str(base_url), custom_env, False)
     if not base_url:
-        base_url = next(
-            (os.environ[v] for v in spec.base_url_env if os.environ.get(v)), spec.default_base_url
-        )
+        base_url = spec.default_base_url
+        for name in spec.base_url_env:  # read at every call: the environment may change
+            value = os.environ.get(name)
+            if value:
+                base_url = value
+                break
     env: tuple[str, ...] = (key_env,) if isinstance(key_env, str) else spec.key_env
     required = spec.key_required and not (provider == "openai" and hints.get("base_url"))
-    return ProviderTarget(provider, spec.sdk, model, base_url, env, required)
+    return _target(provider, spec.sdk, model, base_url, env, required)
+
+
+# Every routed call resolves its path: the name rules and the target depend only on their
+# arguments, so each combination is worked out (and its frozen target built) once.
+@functools.lru_cache(maxsize=1024)
+def _implied_provider(model_id: str) -> tuple[str, str]:
+    """The provider a model string implies by prefix or name, and the model name it is sent."""
+    prefix, _, rest = model_id.partition("/")
+    if rest and prefix in _PREFIXES:
+        return prefix, rest
+    if rest:
+        return "huggingface", model_id
+    lowered = model_id.lower()
+    provider = next((name for prefixes, name in _NAMES if lowered.startswith(prefixes)), "openai")
+    return provider, model_id
+
+
+_cached_target = functools.lru_cache(maxsize=1024)(ProviderTarget)
+
+
+def _target(
+    provider: str,
+    sdk: str,
+    model: str,
+    base_url: str | None,
+    api_key_env: tuple[str, ...],
+    key_required: bool,
+) -> ProviderTarget:
+    if base_url is None or type(base_url) is str:
+        return _cached_target(provider, sdk, model, base_url, api_key_env, key_required)
+    # A path's base_url hint is not checked: an unhashable one cannot be a cache key.
+    return ProviderTarget(provider, sdk, model, base_url, api_key_env, key_required)
 
 
 def _max_retries() -> int:

@@ -68,6 +68,7 @@ from kalibr_core.router._types import (
     SpeechResult,
     TranscriptionResult,
     Usage,
+    construct,
 )
 
 if TYPE_CHECKING:
@@ -134,8 +135,9 @@ class Router:
         intelligence: The Intelligence to use (default: the process-wide one).
         tools: The tool registry resolving tool names (default: the global one).
         durable_reports: Wait until each outcome is durable before returning. By default
-            outcomes go to the Intelligence's background writer (stored within milliseconds,
-            flushed by :meth:`flush` and at exit), so routing adds almost no latency.
+            outcomes go to the Intelligence's background writer (stored in batches within its
+            ``outcome_delay_s``, 20 ms by default; by :meth:`flush` and at exit), so routing
+            adds almost no latency.
 
     Example:
         >>> router = Router(goal="extract_company", paths=["gpt-4o", "claude-sonnet-4-20250514"],
@@ -293,8 +295,7 @@ class Router:
         target = resolve_provider(spec.model_id, spec.extra)
         trace.provider = target.provider
         params: dict[str, Any] = {**spec.params, **kwargs}
-        if max_tokens is not None:
-            _check_max_tokens(max_tokens, self.goal)
+        if max_tokens is not None:  # checked by the caller, before deciding
             params["max_tokens"] = max_tokens
         if "tools" not in kwargs and spec.tools:
             params["tools"] = self._tools.resolve(
@@ -425,31 +426,38 @@ class Router:
             result.completion_tokens,
             trace.path.extra.get("pricing"),
         )
-        response = ChatCompletion.model_construct(
-            id=result.id,
-            object="chat.completion",
-            created=result.created or int(time.time()),
-            model=result.model or target.model,
-            choices=[
-                Choice.model_construct(
-                    index=0,
-                    message=Message.model_construct(
-                        role="assistant", content=result.content, tool_calls=result.tool_calls
-                    ),
-                    finish_reason=result.finish_reason,
-                )
-            ],
-            usage=Usage.model_construct(
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
-                total_tokens=result.prompt_tokens + result.completion_tokens,
-            ),
-            kalibr_trace_id=trace.trace_id,
-            kalibr_path_id=trace.path_id,
-            kalibr_provider=target.provider,
-            kalibr_cost_usd=trace.cost_usd,
-            kalibr_latency_ms=round(trace.latency_ms, 3),
-            kalibr_decision=trace.reason,
+        # construct(): model_construct without its per-field loop (trusted values, every field).
+        message = construct(
+            Message,
+            {"role": "assistant", "content": result.content, "tool_calls": result.tool_calls},
+        )
+        choice = construct(
+            Choice, {"index": 0, "message": message, "finish_reason": result.finish_reason}
+        )
+        usage = construct(
+            Usage,
+            {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            },
+        )
+        response = construct(
+            ChatCompletion,
+            {
+                "id": result.id,
+                "object": "chat.completion",
+                "created": result.created or int(time.time()),
+                "model": result.model or target.model,
+                "choices": [choice],
+                "usage": usage,
+                "kalibr_trace_id": trace.trace_id,
+                "kalibr_path_id": trace.path_id,
+                "kalibr_provider": target.provider,
+                "kalibr_cost_usd": trace.cost_usd,
+                "kalibr_latency_ms": round(trace.latency_ms, 3),
+                "kalibr_decision": trace.reason,
+            },
         )
         self._evaluate(trace, result.content or "", bool(result.tool_calls))
         return response
@@ -895,6 +903,10 @@ def _chunk(piece: StreamPiece, trace: Trace, acc: StreamAccumulator) -> ChatComp
     )
 
 
+# dict first: for the usual dict, isinstance stops there instead of asking the Mapping ABC.
+_MESSAGE_TYPES = (dict, Mapping)
+
+
 def _check_messages(messages: object, goal: str) -> None:
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
         raise ValidationError(
@@ -903,7 +915,7 @@ def _check_messages(messages: object, goal: str) -> None:
             goal=goal,
         )
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        if not isinstance(message, _MESSAGE_TYPES) or not isinstance(message.get("role"), str):
             raise ValidationError(
                 f"messages[{index}] must be a dict with a 'role' (and 'content')",
                 field="messages",

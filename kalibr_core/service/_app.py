@@ -1,8 +1,15 @@
 """The HTTP intelligence service: the spec's REST API over one :class:`Intelligence`.
 
 Every route is a thin call into ``Intelligence`` scoped to the tenant of the request's API key;
-no routing logic lives here. Routes are plain functions: FastAPI runs them in its thread pool,
-and ``Intelligence`` is thread-safe.
+no routing logic lives here.
+
+Where a route runs is chosen for the hot path. ``decide`` is in-memory work of a few tens of
+microseconds: it runs in the event loop, as do the dependencies of every route, because a trip
+through the thread pool costs more than the work. ``report-outcome`` awaits its durable write
+in the thread pool (concurrent writes share a commit, see ``SqliteStore.record_outcomes``), so
+the loop keeps serving while the store commits. The other routes read or write the store and
+are plain functions that FastAPI runs in its thread pool; ``Intelligence`` is thread-safe.
+Well-formed JSON POSTs skip FastAPI's per-request machinery (``_fast_path``).
 """
 
 from __future__ import annotations
@@ -11,17 +18,21 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from kalibr_core._errors import ConfigurationError, NoPathAvailableError
 from kalibr_core._intelligence import Intelligence
 from kalibr_core._version import __version__
-from kalibr_core.service._auth import KeyAuthenticator, authenticate
+from kalibr_core.service._auth import KEY_CACHE_TTL_S, KeyAuthenticator
 from kalibr_core.service._dashboard import dashboard_routes
+from kalibr_core.service._dependencies import Intel, Tenant
 from kalibr_core.service._errors import install_error_handlers
+from kalibr_core.service._fast_path import FastPathMiddleware
 from kalibr_core.service._middleware import BodyLimitMiddleware, CatchAllMiddleware
 from kalibr_core.service._models import (
     NAME_PATTERN,
@@ -68,13 +79,6 @@ _COMMON: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("Not found; see error.message.")}
 
 
-def _intelligence(request: Request) -> Intelligence:
-    intelligence: Intelligence = request.app.state.intelligence
-    return intelligence
-
-
-Intel = Annotated[Intelligence, Depends(_intelligence)]
-Tenant = Annotated[str, Depends(authenticate)]
 GoalQuery = Annotated[str, Query(pattern=NAME_PATTERN, max_length=128, description="Goal name.")]
 OptionalGoalQuery = Annotated[
     str | None, Query(pattern=NAME_PATTERN, max_length=128, description="Goal name; omit for all.")
@@ -93,11 +97,13 @@ health_routes = APIRouter(prefix="/api/v1/intelligence", tags=["health"])
 
 # -- routing ----------------------------------------------------------------------------------
 @routing_routes.post("/decide", response_model=DecideResponse, responses=_NOT_FOUND)
-def decide(body: DecideRequest, intel: Intel, tenant: Tenant) -> dict[str, Any]:
+async def decide(body: DecideRequest, intel: Intel, tenant: Tenant) -> dict[str, Any]:
     """Choose a path for one call of a goal; pass the ``trace_id`` to report-outcome.
 
     404 (``no_path_available``) when the goal has no enabled path among the candidates.
     """
+    # In the event loop: in-memory work, except a short store read when the goal's view of
+    # other processes' outcomes is older than Intelligence.sync_interval_s.
     return intel.decide(
         body.goal,
         body.task_risk_level or "low",
@@ -172,13 +178,17 @@ def set_config(body: ExplorationConfigRequest, intel: Intel, tenant: Tenant) -> 
 
 # -- intelligence -----------------------------------------------------------------------------
 @intelligence_routes.post("/report-outcome", response_model=ReportOutcomeResponse)
-def report_outcome(body: ReportOutcomeRequest, intel: Intel, tenant: Tenant) -> dict[str, Any]:
+async def report_outcome(
+    body: ReportOutcomeRequest, intel: Intel, tenant: Tenant
+) -> dict[str, Any]:
     """Record an outcome; durable when answered.
 
     Trace ids never issued are accepted (attributed by ``model_id``), several outcomes per
     trace id are accepted, and a replay with the same ``outcome_id`` is counted once.
     """
-    return intel.report_outcome(
+    # The durable write blocks: it waits in the thread pool, the event loop keeps serving.
+    report = partial(
+        intel.report_outcome,
         body.trace_id,
         body.goal,
         body.success,
@@ -197,6 +207,8 @@ def report_outcome(body: ReportOutcomeRequest, intel: Intel, tenant: Tenant) -> 
         outcome_id=body.outcome_id,
         tenant=tenant,
     )
+    result: dict[str, Any] = await run_in_threadpool(report)
+    return result
 
 
 @intelligence_routes.post(
@@ -364,6 +376,7 @@ def create_app(
     bootstrap_key: str | None = None,
     bootstrap_tenant: str = "default",
     max_body_bytes: int = MAX_BODY_BYTES,
+    key_cache_ttl_s: float = KEY_CACHE_TTL_S,
 ) -> FastAPI:
     """Build the service's ASGI app.
 
@@ -376,6 +389,9 @@ def create_app(
             (local development; see docs/service.md).
         bootstrap_tenant: The tenant of ``bootstrap_key``.
         max_body_bytes: Larger request bodies are refused with 413.
+        key_cache_ttl_s: How long an API key found in the store is trusted without asking
+            again: a revocation by another process (``kalibr-core keys revoke``, another
+            replica) takes effect within this delay. 0: ask the store on every request.
 
     Example:
         >>> from kalibr_core import Intelligence
@@ -406,9 +422,16 @@ def create_app(
     )
     app.state.intelligence = intel
     app.state.authenticator = KeyAuthenticator(
-        intel.store, bootstrap_key=bootstrap_key, bootstrap_tenant=bootstrap_tenant
+        intel.store,
+        bootstrap_key=bootstrap_key,
+        bootstrap_tenant=bootstrap_tenant,
+        cache_ttl_s=key_cache_ttl_s,
     )
     install_error_handlers(app)
+    # Innermost first: the fast path still runs inside the body limit and the catch-all.
+    app.add_middleware(
+        FastPathMiddleware, routes=[*routing_routes.routes, *intelligence_routes.routes]
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.include_router(routing_routes)

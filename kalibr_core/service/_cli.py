@@ -11,16 +11,22 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kalibr_core._errors import KalibrError
 from kalibr_core.service._keys import create_api_key
-from kalibr_core.store import ApiKeyRecord, open_store
+from kalibr_core.store import ApiKeyRecord, SqliteStore, open_store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger("kalibr_core.service")
 
 BOOTSTRAP_KEY_ENV = "KALIBR_BOOTSTRAP_KEY"
 BOOTSTRAP_TENANT_ENV = "KALIBR_BOOTSTRAP_TENANT"
+# How `serve --workers N` hands the app's settings to its worker processes (JSON). Private: set
+# by serve for its own children, never meant to be set by hand.
+WORKER_SETTINGS_ENV = "_KALIBR_SERVE_WORKER_SETTINGS"
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -109,6 +115,38 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers N`` worker process (uvicorn's factory, in the child).
+
+    The settings come from the parent ``serve`` through the environment.
+    """
+    from kalibr_core.service._app import create_app
+
+    settings = json.loads(os.environ[WORKER_SETTINGS_ENV])
+    return create_app(
+        store_url=settings["store_url"],
+        bootstrap_key=settings["bootstrap_key"],
+        bootstrap_tenant=settings["bootstrap_tenant"],
+    )
+
+
+def _check_shared_store(store_url: str | None) -> str | None:
+    """Open (and migrate) the store once before the workers start; an error message or None."""
+    try:
+        store = open_store(store_url)
+    except KalibrError as exc:
+        return exc.message
+    try:
+        if isinstance(store, SqliteStore) and store.path == ":memory:":
+            return (
+                "--workers needs a store the processes share (a SQLite file or PostgreSQL); "
+                "an in-memory store would be one per worker"
+            )
+    finally:
+        store.close()
+    return None
+
+
 def serve(
     *,
     host: str,
@@ -117,11 +155,17 @@ def serve(
     allow_remote: bool,
     dev_key: str | None,
     log_level: str,
+    workers: int = 1,
+    access_log: bool = True,
 ) -> int:
     """Run the service with uvicorn until interrupted (SIGINT/SIGTERM close the store cleanly).
 
     Refuses a non-loopback ``host`` unless ``allow_remote``: the service speaks plain HTTP,
     so anything beyond this machine belongs behind a TLS-terminating proxy.
+
+    With ``workers`` > 1, uvicorn starts that many processes on the same socket, each with its
+    own Intelligence over the shared store (each sees the others' outcomes within
+    ``sync_interval_s``). uvloop and httptools are used when installed (uvicorn's default).
     """
     if not is_loopback(host) and not allow_remote:
         return _fail(
@@ -130,6 +174,8 @@ def serve(
             "or use --host 127.0.0.1",
             2,
         )
+    if workers < 1:
+        return _fail(f"--workers must be at least 1, got {workers}", 2)
     try:
         import uvicorn
     except ModuleNotFoundError as exc:
@@ -146,11 +192,30 @@ def serve(
             "with `kalibr-core keys create`)",
             bootstrap_tenant,
         )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+    }
+    if workers > 1:
+        problem = _check_shared_store(store_url)
+        if problem is not None:
+            return _fail(problem)
+        os.environ[WORKER_SETTINGS_ENV] = json.dumps(
+            {
+                "store_url": store_url,
+                "bootstrap_key": bootstrap_key,
+                "bootstrap_tenant": bootstrap_tenant,
+            }
+        )
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        return 0
     try:
         app = create_app(
             store_url=store_url, bootstrap_key=bootstrap_key, bootstrap_tenant=bootstrap_tenant
         )
     except KalibrError as exc:
         return _fail(exc.message)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, **options)
     return 0

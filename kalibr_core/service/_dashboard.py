@@ -17,11 +17,10 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from kalibr_core._intelligence import Intelligence
-from kalibr_core.service._auth import authenticate
+from kalibr_core.service._dependencies import Intel, Tenant
 from kalibr_core.service._models import (
     NAME_PATTERN,
     CrossGoalSummary,
@@ -50,17 +49,6 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-
-
-# The dependencies of _app's routes, repeated: _app imports this module, so it cannot import
-# them from there.
-def _intelligence(request: Request) -> Intelligence:
-    intelligence: Intelligence = request.app.state.intelligence
-    return intelligence
-
-
-Intel = Annotated[Intelligence, Depends(_intelligence)]
-Tenant = Annotated[str, Depends(authenticate)]
 
 
 # -- response bodies --------------------------------------------------------------------------

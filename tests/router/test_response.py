@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kalibr_core import ContextExceededError, Intelligence
-from kalibr_core.router import Router
+from kalibr_core.router import ChatCompletion, Choice, Message, Router, Usage
 from kalibr_core.simulator import (
     ModelScript,
     ProviderSimulator,
@@ -70,6 +70,28 @@ def test_a_completion_is_openai_shaped_with_trace_cost_and_latency(
     )
     assert outcome.metadata is not None
     assert outcome.metadata["provider"] == response.kalibr_provider
+
+
+def test_a_completion_is_a_complete_pydantic_model(
+    sim_env: ProviderSimulator, make_router: Any
+) -> None:
+    """Built without validation (trusted values), it must still behave as a validated model."""
+    router = make_router("response_model", ["gpt-4o"], success_when=bool)
+
+    response = router.completion([{"role": "user", "content": "What is 6 * 7?"}], max_tokens=20)
+
+    assert isinstance(response, ChatCompletion)
+    assert response.model_fields_set == set(ChatCompletion.model_fields)
+    assert response.choices[0].model_fields_set == set(Choice.model_fields)
+    assert response.choices[0].message.model_fields_set == set(Message.model_fields)
+    assert response.usage.model_fields_set == set(Usage.model_fields)
+    assert response.model_extra == {}
+    assert ChatCompletion.model_validate(response.model_dump()) == response
+    assert ChatCompletion.model_validate_json(response.model_dump_json()) == response
+    fields = {name: getattr(response, name) for name in ChatCompletion.model_fields}
+    assert ChatCompletion.model_construct(**fields) == response
+    changed = response.model_copy(update={"id": "other"})
+    assert (changed.id, response.id == "other") == ("other", False)
 
 
 def test_latency_is_the_measured_provider_time(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,11 +41,16 @@ def test_keys_create_list_revoke(capsys, tmp_db):
     assert [k["key_id"] for k in json.loads(out)] == [created["key_id"]]
 
     headers = {"X-API-Key": created["api_key"], "X-Tenant-ID": "acme"}
-    with Intelligence(tmp_db) as intel, TestClient(create_app(intel)) as client:
+    ttl = 0.2  # a running service trusts a key it found for this long (see docs/service.md)
+    with (
+        Intelligence(tmp_db) as intel,
+        TestClient(create_app(intel, key_cache_ttl_s=ttl)) as client,
+    ):
         assert client.get("/api/v1/routing/stats?goal=g", headers=headers).status_code == 200
         code, out, _ = run(capsys, "keys", "revoke", created["key_id"], "--db", tmp_db)
         assert code == 0
         assert json.loads(out)["revoked_at"] is not None
+        time.sleep(ttl)
         assert client.get("/api/v1/routing/stats?goal=g", headers=headers).status_code == 401
     code, out, _ = run(capsys, "keys", "list", "--tenant", "acme", "--db", tmp_db)
     assert json.loads(out)[0]["revoked_at"] is not None
@@ -71,3 +77,12 @@ def test_serve_refuses_a_public_host_without_allow_remote(capsys, tmp_db, host):
     code, _, err = run(capsys, "serve", "--host", host, "--store-url", tmp_db)
     assert code == 2
     assert "--allow-remote" in err
+
+
+def test_serve_refuses_workers_without_a_shared_store(capsys):
+    code, _, err = run(capsys, "serve", "--workers", "2", "--store-url", "memory://")
+    assert code == 1
+    assert "a SQLite file or PostgreSQL" in err
+    code, _, err = run(capsys, "serve", "--workers", "0", "--store-url", "memory://")
+    assert code == 2
+    assert "--workers must be at least 1" in err

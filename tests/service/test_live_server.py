@@ -100,48 +100,96 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_kalibr_core_serve_runs_and_stops_cleanly(tmp_db, capsys):
-    assert main(["keys", "create", "--tenant", "acme", "--db", tmp_db]) == 0
-    key = json.loads(capsys.readouterr().out)["api_key"]
+def _serve(tmp_db: str, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``kalibr-core serve`` over ``tmp_db`` as a process, once it answers; (process, base URL)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "KALIBR_BOOTSTRAP_KEY"}
     root = str(Path(kalibr_core.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "kalibr_core.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "kalibr_core.cli", "serve", "--port", str(port), "--db", tmp_db],
+        [*command, "--db", tmp_db, *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    headers = {"X-API-Key": key, "X-Tenant-ID": "acme"}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/api/v1/intelligence/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"kalibr-core serve did not start: {process.communicate()[1]!r}")
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, then the process's stderr once it has exited."""
+    process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/intelligence/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()[1].decode()
-            assert time.monotonic() < deadline, "kalibr-core serve did not start"
-            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+    assert process.returncode in {0, -signal.SIGTERM}, stderr.decode()
+    return stderr.decode()
+
+
+def test_kalibr_core_serve_runs_and_stops_cleanly(tmp_db, capsys):
+    assert main(["keys", "create", "--tenant", "acme", "--db", tmp_db]) == 0
+    key = json.loads(capsys.readouterr().out)["api_key"]
+    headers = {"X-API-Key": key, "X-Tenant-ID": "acme"}
+    process, base = _serve(tmp_db)
+    try:
         with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
             http.post("/api/v1/routing/paths", json={"goal": "g", "model_id": "gpt-4o"})
             decision = http.post("/api/v1/routing/decide", json={"goal": "g"}).json()
             outcome = {"trace_id": decision["trace_id"], "goal": "g", "success": True}
             assert http.post("/api/v1/intelligence/report-outcome", json=outcome).status_code == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
-    assert process.returncode in {0, -signal.SIGTERM}, stderr.decode()
-    assert "Application shutdown complete" in stderr.decode()
+        stderr = _stop(process)
+    assert "Application shutdown complete" in stderr
     with Intelligence(tmp_db) as intel:
         stats = intel.stats("g", tenant="acme")
     assert stats["total_outcomes"] == 1
     assert stats["decisions"] == 0  # a fresh process: decisions are not replayed, outcomes are
+
+
+def test_serve_with_workers_shares_the_store_and_loses_no_outcome(tmp_db, capsys):
+    assert main(["keys", "create", "--tenant", "acme", "--db", tmp_db]) == 0
+    key = json.loads(capsys.readouterr().out)["api_key"]
+    headers = {"X-API-Key": key, "X-Tenant-ID": "acme"}
+    process, base = _serve(tmp_db, "--workers", "2", "--no-access-log")
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+            http.post("/api/v1/routing/paths", json={"goal": "g", "model_id": "gpt-4o"})
+
+        def pairs(client: int) -> list[int]:
+            statuses = []
+            # A connection of its own per client: the two workers share the connections.
+            with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+                for i in range(10):
+                    decision = http.post("/api/v1/routing/decide", json={"goal": "g"})
+                    statuses.append(decision.status_code)
+                    outcome = {
+                        "trace_id": decision.json()["trace_id"],
+                        "goal": "g",
+                        "success": (client + i) % 2 == 0,
+                    }
+                    report = http.post("/api/v1/intelligence/report-outcome", json=outcome)
+                    statuses.append(report.status_code)
+            return statuses
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert {s for statuses in pool.map(pairs, range(4)) for s in statuses} == {200}
+    finally:
+        stderr = _stop(process)
+    assert stderr.count("Application shutdown complete") == 2  # both workers closed the store
+    with Intelligence(tmp_db) as intel:
+        assert intel.stats("g", tenant="acme")["total_outcomes"] == 40
+        assert intel.store.count_outcomes("acme", "g") == 40

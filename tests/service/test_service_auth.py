@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from kalibr_core import Intelligence
-from kalibr_core.service import create_app, hash_key
+from kalibr_core.service import create_api_key, create_app, hash_key
 
 
 def _authenticated_operations() -> list[tuple[str, str, dict | None]]:
@@ -87,11 +88,60 @@ def test_messages_say_what_is_missing(client, api, acme):
     assert "tenant" in api.error(response, 401)["message"]
 
 
-def test_a_revoked_key_stops_working_at_once(client, api, acme, service_intel):
-    assert api.stats(acme, "g")["goal"] == "g"
-    service_intel.store.revoke_api_key(acme.key_id)
+def test_a_key_revoked_through_the_service_stops_working_at_once(app, client, api, acme):
+    assert api.stats(acme, "g")["goal"] == "g"  # the key is now cached
+    assert app.state.authenticator.revoke(acme.key_id).revoked_at is not None
     response = client.get("/api/v1/routing/stats?goal=g", headers=acme.headers)
     assert api.error(response, 401)["message"].startswith("invalid or revoked")
+    decide = client.post("/api/v1/routing/decide", json={"goal": "g"}, headers=acme.headers)
+    assert api.error(decide, 401)["type"] == "unauthorized"
+
+
+def test_a_key_revoked_elsewhere_stops_working_within_the_cache_ttl(service_intel, api):
+    acme = create_api_key(service_intel.store, "acme")
+    headers = {"X-API-Key": acme.key, "X-Tenant-ID": "acme"}
+    ttl = 0.2
+    with TestClient(create_app(service_intel, key_cache_ttl_s=ttl)) as client:
+        path = {"goal": "g", "model_id": "gpt-4o"}
+        response = client.post("/api/v1/routing/paths", json=path, headers=headers)
+        assert response.status_code == 200
+        service_intel.store.revoke_api_key(acme.record.key_id)  # as `kalibr-core keys revoke`
+        time.sleep(ttl)
+        decide = client.post("/api/v1/routing/decide", json={"goal": "g"}, headers=headers)
+        assert api.error(decide, 401)["message"].startswith("invalid or revoked")
+        stats = client.get("/api/v1/routing/stats?goal=g", headers=headers)
+        assert api.error(stats, 401)["type"] == "unauthorized"
+
+
+def test_without_a_cache_a_revocation_elsewhere_takes_effect_at_once(service_intel, api):
+    acme = create_api_key(service_intel.store, "acme")
+    headers = {"X-API-Key": acme.key, "X-Tenant-ID": "acme"}
+    with TestClient(create_app(service_intel, key_cache_ttl_s=0)) as client:
+        assert client.get("/api/v1/routing/stats?goal=g", headers=headers).status_code == 200
+        service_intel.store.revoke_api_key(acme.record.key_id)
+        response = client.get("/api/v1/routing/stats?goal=g", headers=headers)
+        assert api.error(response, 401)["type"] == "unauthorized"
+
+
+def test_a_known_key_is_looked_up_once_per_ttl(service_intel, acme, monkeypatch):
+    lookups = []
+    lookup = service_intel.store.tenant_for_key_hash
+    monkeypatch.setattr(
+        service_intel.store, "tenant_for_key_hash", lambda h: lookups.append(h) or lookup(h)
+    )
+    with TestClient(create_app(service_intel, key_cache_ttl_s=60)) as client:
+        for _ in range(5):
+            response = client.get("/api/v1/routing/stats?goal=g", headers=acme.headers)
+            assert response.status_code == 200
+            response = client.post(
+                "/api/v1/routing/decide", json={"goal": "g"}, headers=acme.headers
+            )
+            assert response.status_code == 404  # no path: authenticated, then not found
+        unknown = {"X-API-Key": "kc_" + "y" * 43, "X-Tenant-ID": "acme"}
+        for _ in range(2):  # an unknown key is asked every time: a new key works at once
+            assert client.get("/api/v1/routing/stats?goal=g", headers=unknown).status_code == 401
+    assert lookups.count(hash_key(acme.key)) == 1
+    assert lookups.count(hash_key(unknown["X-API-Key"])) >= 2
 
 
 def test_only_the_hash_of_a_key_is_stored(acme, service_intel):

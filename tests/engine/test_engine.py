@@ -284,6 +284,15 @@ def test_a_collapse_demotes_the_path() -> None:
     assert chosen["backup"] > 170
 
 
+def collapsed(backup_rate: float, backup_n: int) -> GoalRouter:
+    """A router whose ``primary`` path (.95 for 200 outcomes) then failed 20 times in a row."""
+    router = router_with("primary", "backup")
+    feed(router, "primary", bernoulli(0.95, 200))
+    feed(router, "backup", bernoulli(backup_rate, backup_n))
+    feed(router, "primary", [0.0] * 20)
+    return router
+
+
 def _reloaded(router: GoalRouter) -> GoalRouter:
     """A new router with only what a store keeps: totals, epoch statistics, epoch start."""
     fresh = router_with(*router.paths)
@@ -296,10 +305,7 @@ def _reloaded(router: GoalRouter) -> GoalRouter:
 
 
 def test_a_detected_drop_is_restored_from_stored_statistics() -> None:
-    router = router_with("primary", "backup")
-    feed(router, "primary", bernoulli(0.95, 200))
-    feed(router, "backup", bernoulli(0.6, 100))
-    feed(router, "primary", [0.0] * 20)
+    router = collapsed(0.6, 100)
     assert router.paths["primary"].demoted
     fresh = _reloaded(router)
     assert fresh.restore_changes() == ["primary"]
@@ -312,10 +318,7 @@ def test_a_detected_drop_is_restored_from_stored_statistics() -> None:
 
 
 def test_an_old_or_harmless_change_is_not_restored_as_a_demotion() -> None:
-    router = router_with("primary", "backup")
-    feed(router, "primary", bernoulli(0.95, 200))
-    feed(router, "backup", bernoulli(0.6, 100))
-    feed(router, "primary", [0.0] * 20)
+    router = collapsed(0.6, 100)
     # A change followed by many outcomes is history: restoring it would mislabel the path.
     state = router.paths["primary"]
     state.eff_count += 600
@@ -440,10 +443,7 @@ def test_cross_goal_summary() -> None:
 
 
 def test_a_refuted_run_of_successful_probes_is_looked_at_again_soon() -> None:
-    router = router_with("primary", "backup")
-    feed(router, "primary", bernoulli(0.95, 200))
-    feed(router, "backup", bernoulli(0.8, 200))
-    feed(router, "primary", [0.0] * 20)
+    router = collapsed(0.8, 200)
     state = router.paths["primary"]
     assert state.demoted
     rng = np.random.default_rng(5)

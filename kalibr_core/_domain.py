@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -96,8 +96,12 @@ def validate_trace_id(trace_id: object, *, field_name: str = "trace_id") -> str:
 
 
 def new_trace_id() -> str:
-    """A fresh trace id: 32 lowercase hex characters."""
-    return uuid.uuid4().hex
+    """A fresh trace id: 32 lowercase hex characters (128 random bits from the OS).
+
+    ``os.urandom(16).hex()`` rather than ``uuid4().hex``: the same randomness (uuid4 fixes 6 of
+    its bits), without building a UUID object on every decision.
+    """
+    return os.urandom(16).hex()
 
 
 def validate_failure_category(category: object) -> str | None:

@@ -17,22 +17,29 @@ exit, or on ``flush()``), where each decision's propensity is estimated off the 
 ``report_outcome`` returns once the outcome is durable; with ``wait=False`` (what the Router
 uses) it is queued instead, and the same thread stores the queue in one commit at most
 ``outcome_delay_s`` (default 20 ms) after the first queued outcome, and at exit or ``flush()``.
+``areport_outcome`` (what the service calls) is durable when it returns too: the calls of all
+tasks that arrive while a commit is under way share the next one, written by one reporter
+thread, so the event loop makes no thread-pool round trip per outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import copy
 import dataclasses
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -106,6 +113,17 @@ class _Issued(NamedTuple):  # one per decision: a tuple is cheaper to build than
     pipeline_id: str
     path_id: str
     model_id: str
+
+
+@dataclass(slots=True)
+class _Report:
+    """One ``areport_outcome`` call waiting for the reporter thread."""
+
+    build: Callable[[], OutcomeRecord]  # validates and attributes (may read the store)
+    future: asyncio.Future[dict[str, Any]]
+    loop: asyncio.AbstractEventLoop
+    record: OutcomeRecord | None = None
+    error: BaseException | None = None
 
 
 def _path_info(record: PathRecord) -> PathInfo:
@@ -206,6 +224,10 @@ class Intelligence:
         self._writer_asleep = False  # waiting for _wake (guarded by _outbox_lock)
         self._stop = threading.Event()
         self._closed = False
+        self._reports: queue.SimpleQueue[_Report | None] = queue.SimpleQueue()
+        self._reporter: threading.Thread | None = None
+        self._reporter_lock = threading.Lock()
+        self._reports_closed = False  # close() began: report in the caller's thread
         self._path_cache: dict[tuple[str, str], tuple[float, list[PathRecord]]] = {}
         _live.add(self)
 
@@ -276,6 +298,13 @@ class Intelligence:
         self._wake.set()
         if self._flusher is not None:
             self._flusher.join(timeout=5)
+        with self._reporter_lock:
+            self._reports_closed = True
+            reporter, self._reporter = self._reporter, None
+            if reporter is not None:
+                self._reports.put(None)  # after the calls already queued: they are written
+        if reporter is not None:
+            reporter.join()
         self.flush()
         self._closed = True
         if self._owns_store:
@@ -726,12 +755,10 @@ class Intelligence:
             output_tokens,
             pipeline_id,
             tenant,
+            outcome_id,
         )
-        if outcome_id is not None:
-            record.outcome_id = validate_trace_id(outcome_id, field_name="outcome_id")
         if wait:
-            self.store.record_outcomes([record])
-            self._apply_stored(record)
+            self._stored(record)
         else:
             with self._outbox_lock:
                 self._outbox.append(record)
@@ -740,6 +767,156 @@ class Intelligence:
             self._ensure_flusher()
             if asleep:
                 self._wake.set()
+        return self._accepted(record)
+
+    async def areport_outcome(
+        self,
+        trace_id: str,
+        goal: str,
+        success: bool | None = None,
+        score: float | None = None,
+        failure_reason: str | None = None,
+        failure_category: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+        tool_id: str | None = None,
+        execution_params: Mapping[str, Any] | None = None,
+        *,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        pipeline_id: str | None = None,
+        tenant: str | None = None,
+        outcome_id: str | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`report_outcome` for asyncio code: durable when it returns, loop never blocked.
+
+        The outcome is validated, attributed and stored by a reporter thread. Every call that
+        arrives while that thread is committing joins its next commit (one commit for all the
+        tasks of every loop reporting meanwhile), and each caller gets its own answer or error
+        (a validation error, or the store's error; one call's bad outcome does not fail the
+        others). A cancelled caller's outcome is still stored.
+
+        Example:
+            >>> import asyncio
+            >>> intel = Intelligence(":memory:")
+            >>> _ = intel.register_path("extract_company", "gpt-4o")
+            >>> decision = intel.decide("extract_company")
+            >>> report = intel.areport_outcome(decision["trace_id"], "extract_company", True)
+            >>> asyncio.run(report)["status"]
+            'accepted'
+            >>> intel.close()
+        """
+        build = partial(
+            self._outcome_record,
+            trace_id,
+            goal,
+            success,
+            score,
+            failure_reason,
+            failure_category,
+            metadata,
+            model_id,
+            tool_id,
+            execution_params,
+            cost_usd,
+            latency_ms,
+            input_tokens,
+            output_tokens,
+            pipeline_id,
+            tenant,
+            outcome_id,
+        )
+        loop = asyncio.get_running_loop()
+        report = _Report(build, loop.create_future(), loop)
+        with self._reporter_lock:
+            if self._reports_closed:
+                return self._accepted(self._stored(build()))  # after close(): as report_outcome
+            self._reports.put(report)
+            if self._reporter is None:
+                self._reporter = threading.Thread(
+                    target=self._report_loop, name="kalibr-reporter", daemon=True
+                )
+                self._reporter.start()
+        # shield: a cancelled caller (a client gone) must not cancel the write it is waiting for
+        return await asyncio.shield(report.future)
+
+    def _report_loop(self) -> None:
+        """The reporter thread: store the queued ``areport_outcome`` calls, a batch per commit."""
+        while True:
+            first = self._reports.get()
+            batch = [first]
+            while batch[-1] is not None:
+                try:
+                    batch.append(self._reports.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = batch[-1] is None
+            reports = [r for r in batch if r is not None]
+            if reports:
+                self._write_reports(reports)
+            if stopping:
+                return
+
+    def _write_reports(self, reports: list[_Report]) -> None:
+        for report in reports:
+            try:
+                report.record = report.build()
+            except Exception as exc:  # invalid: this caller's error, not the batch's
+                report.error = exc
+        valid = [r for r in reports if r.record is not None]
+        try:
+            self._store_batch([r.record for r in valid if r.record is not None])
+        except Exception:
+            # One commit failed: store each call's outcome alone, so that an outcome the store
+            # refuses fails only its own call (and an unreachable store fails each call).
+            for report in valid:
+                assert report.record is not None
+                try:
+                    self._store_batch([report.record])
+                except Exception as exc:
+                    report.error = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
+        for report in reports:
+            by_loop.setdefault(report.loop, []).append(report)
+        for loop, settled in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting there for these answers.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._settle, settled)
+
+    def _store_batch(self, records: list[OutcomeRecord]) -> None:
+        """Store outcomes in one commit and fold them into their scopes (off any event loop)."""
+        if not records:
+            return
+        self.store.record_outcomes(records)
+        scopes: dict[int, _Scope] = {}
+        for record in records:
+            scope = self._apply_stored(record)
+            if scope is not None:
+                scopes[id(scope)] = scope
+        for scope in scopes.values():
+            with scope.lock:
+                if scope.pending:
+                    self._drain(scope)
+
+    def _settle(self, reports: list[_Report]) -> None:
+        for report in reports:
+            if report.future.done():
+                continue
+            if report.error is not None:
+                report.future.set_exception(report.error)
+            else:
+                assert report.record is not None
+                report.future.set_result(self._accepted(report.record))
+
+    def _stored(self, record: OutcomeRecord) -> OutcomeRecord:
+        self.store.record_outcomes([record])
+        self._apply_stored(record)
+        return record
+
+    @staticmethod
+    def _accepted(record: OutcomeRecord) -> dict[str, Any]:
         return {
             "status": "accepted",
             "trace_id": record.trace_id,
@@ -765,6 +942,7 @@ class Intelligence:
         output_tokens: int | None,
         pipeline_id: str | None,
         tenant: str | None,
+        outcome_id: str | None = None,
     ) -> OutcomeRecord:
         tenant = self._tenant(tenant)
         trace_id = validate_trace_id(trace_id)
@@ -806,6 +984,11 @@ class Intelligence:
             input_tokens=validate_count(input_tokens, "input_tokens"),
             output_tokens=validate_count(output_tokens, "output_tokens"),
             created_at=time.time(),
+            outcome_id=(
+                None
+                if outcome_id is None
+                else validate_trace_id(outcome_id, field_name="outcome_id")
+            ),
         )
 
     def _attribute(

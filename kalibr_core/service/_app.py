@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Response
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from kalibr_core._errors import ConfigurationError, NoPathAvailableError
 from kalibr_core._intelligence import Intelligence
@@ -32,7 +32,7 @@ from kalibr_core.service._auth import KEY_CACHE_TTL_S, KeyAuthenticator
 from kalibr_core.service._dashboard import dashboard_routes
 from kalibr_core.service._dependencies import Intel, Tenant
 from kalibr_core.service._errors import install_error_handlers
-from kalibr_core.service._fast_path import FastPathMiddleware
+from kalibr_core.service._fast_path import FastPath
 from kalibr_core.service._middleware import BodyLimitMiddleware, CatchAllMiddleware
 from kalibr_core.service._models import (
     NAME_PATTERN,
@@ -186,9 +186,9 @@ async def report_outcome(
     Trace ids never issued are accepted (attributed by ``model_id``), several outcomes per
     trace id are accepted, and a replay with the same ``outcome_id`` is counted once.
     """
-    # The durable write blocks: it waits in the thread pool, the event loop keeps serving.
-    report = partial(
-        intel.report_outcome,
+    # Durable when answered; the reports of all requests meanwhile share one commit, made by
+    # the Intelligence's reporter thread while the event loop keeps serving.
+    return await intel.areport_outcome(
         body.trace_id,
         body.goal,
         body.success,
@@ -207,8 +207,6 @@ async def report_outcome(
         outcome_id=body.outcome_id,
         tenant=tenant,
     )
-    result: dict[str, Any] = await run_in_threadpool(report)
-    return result
 
 
 @intelligence_routes.post(
@@ -353,6 +351,15 @@ class _ServiceApp(FastAPI):
     one); the service needs both (``[{ApiKey, TenantId}]``).
     """
 
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # as Starlette does: the fast path reads the app's state from it
+        if self.fast_path is not None:
+            await self.fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             document = super().openapi()
@@ -428,14 +435,16 @@ def create_app(
         cache_ttl_s=key_cache_ttl_s,
     )
     install_error_handlers(app)
-    # Innermost first: the fast path still runs inside the body limit and the catch-all.
-    app.add_middleware(
-        FastPathMiddleware, routes=[*routing_routes.routes, *intelligence_routes.routes]
-    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.include_router(routing_routes)
     app.include_router(intelligence_routes)
     app.include_router(health_routes)
     app.include_router(dashboard_routes)
+    # In front of everything: well-formed requests of the busy routes skip the framework.
+    app.fast_path = FastPath(
+        partial(FastAPI.__call__, app),
+        [*routing_routes.routes, *intelligence_routes.routes],
+        max_bytes=max_body_bytes,
+    )
     return app

@@ -2,25 +2,27 @@
 
 A profile of the service under load showed the framework, not the engine, taking most of each
 request: FastAPI resolved the dependencies of a route (the Intelligence, the tenant and its two
-credential headers: five nodes, walked per request), and the request crossed six middleware
-layers, two routers and three exit stacks before reaching ``decide``. :class:`FastPathMiddleware`
-answers the routes shaped ``(body: SomeRequest, intel: Intel, tenant: Tenant)`` (decide,
-report-outcome and the other JSON POSTs) itself: it reads the body, validates it with the
-route's request model, authenticates, calls the route's own function, and validates and
-serializes the answer with the route's response model, as FastAPI does.
+credential headers: five nodes, walked per request), and the request crossed eight middleware
+layers, two routers and three exit stacks before reaching ``decide``. :class:`FastPath` stands
+in front of the app (the service app calls it first) and answers the routes shaped
+``(body: SomeRequest, intel: Intel, tenant: Tenant)`` (decide, report-outcome and the other
+JSON POSTs) itself: it reads the body, validates it with the route's request model,
+authenticates, calls the route's own function, and validates and serializes the answer with the
+route's response model, as FastAPI does.
 
 Only well-formed requests are served this way. Anything else (a missing or wrong credential, a
-content type other than JSON, a body that does not parse or validate, a mounted app) is passed
-on, body included, to the app's own route, so every refusal keeps its status, shape and order
-of checks. An error raised by the route's function is answered by the app's exception handlers,
-as it would be on the normal path. The routes stay declared as usual: the OpenAPI document does
-not change. FastAPI's per-operation telemetry spans are not recorded for requests served here
-(the request's own span, outside this middleware, is).
+content type other than JSON, a body that does not parse or validate, a body over the size
+limit, a mounted app) is passed on, with what was read of its body, to the whole app, so every
+refusal keeps its status, shape and order of checks. An error raised by the route's function is
+answered by the app's exception handlers, as it would be on the normal path, and an unexpected
+one by the same JSON 500 as the app's catch-all. The routes stay declared as usual: the OpenAPI
+document does not change. FastAPI's telemetry spans are not recorded for requests served here.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +38,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kalibr_core.service._auth import KeyAuthenticator, authenticate
 from kalibr_core.service._dependencies import served_intelligence
+from kalibr_core.service._errors import INTERNAL_MESSAGE, error_response
+
+logger = logging.getLogger("kalibr_core.service")
 
 _API_KEY = b"x-api-key"
 _TENANT = b"x-tenant-id"
 _CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_WANTED = (_API_KEY, _TENANT, _CONTENT_TYPE, _CONTENT_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,27 +109,35 @@ def _is_json(content_type: bytes | None) -> bool:
     return content_type.partition(b";")[0].strip().lower() == b"application/json"
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when the client disconnected first."""
+async def _read_body(receive: Receive, limit: int) -> tuple[list[bytes], bool] | None:
+    """Read the request body, stopping once it is over ``limit`` bytes.
+
+    Returns:
+        The chunks read and whether the client has more of the body to send (True only when
+        reading stopped at the limit), or None when the client disconnected first.
+    """
     chunks: list[bytes] = []
+    seen = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        seen += len(chunk)
+        more = bool(message.get("more_body", False))
+        if not more or seen > limit:
+            return chunks, more
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the already read body once, then defers to the server."""
-    pending = True
+def _replay(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
+    """A ``receive`` that yields the chunks already read, then defers to the server."""
+    pending = list(chunks)
 
     async def replayed() -> Message:
-        nonlocal pending
         if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
+            body = pending.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
         return await receive()
 
     return replayed
@@ -139,18 +154,20 @@ def _handler_for(handlers: Mapping[Any, Any], exc: Exception) -> Callable[..., A
     return None
 
 
-class FastPathMiddleware:
+class FastPath:
     """Answers well-formed requests of the ``(body, intel, tenant)`` POST routes directly.
 
-    Add it innermost (first), so the body limit and the catch-all middleware still apply.
+    The service app calls it first, in place of its own middleware stack.
 
     Args:
-        app: The next ASGI app.
+        app: The whole app, which answers every other request (and every refusal).
         routes: The routes to consider; those of another shape are left to the app.
+        max_bytes: A larger body is left to the app, whose body limit answers 413.
     """
 
-    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute], max_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_bytes
         self._direct: dict[str, _Direct] = {}
         for route in routes:
             if isinstance(route, APIRoute) and (direct := _Direct.of(route)) is not None:
@@ -163,18 +180,48 @@ class FastPathMiddleware:
         if direct is None:
             await self.app(scope, receive, send)
             return
-        try:
-            body = await _read_body(receive)
-        except Exception as exc:  # over the size limit: answered 413 by the app's handler
-            if not await self._answered(scope, receive, send, exc):
-                raise
+        found: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _WANTED:
+                found.setdefault(name, value)  # the first one, as Starlette's Headers.get
+        declared = found.get(_CONTENT_LENGTH)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self.app(scope, receive, send)  # the app's body limit answers
             return
-        if body is None:
+        read = await _read_body(receive, self.max_bytes)
+        if read is None:
             return  # the client left: nobody to answer
-        values = await self._arguments(direct, scope, body)
+        chunks, more = read
+        body = b"".join(chunks)
+        values = None
+        if len(body) <= self.max_bytes:  # else the app's body limit answers 413
+            values = await self._arguments(direct, scope, found, body)
         if values is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, _replay(chunks, more, receive), send)
             return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._answer(direct, values, scope, receive, tracking_send)
+        except Exception:  # as the app's catch-all: logged once, answered with a JSON 500
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:  # too late for a clean answer; the server closes the connection
+                raise
+            await error_response(500, "internal_error", INTERNAL_MESSAGE)(scope, receive, send)
+
+    async def _answer(
+        self,
+        direct: _Direct,
+        values: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         try:
             if direct.is_coroutine:
                 result = await direct.endpoint(**values)
@@ -201,15 +248,13 @@ class FastPathMiddleware:
         )
         await send({"type": "http.response.body", "body": content})
 
-    async def _arguments(self, direct: _Direct, scope: Scope, body: bytes) -> dict[str, Any] | None:
+    async def _arguments(
+        self, direct: _Direct, scope: Scope, found: dict[bytes, bytes], body: bytes
+    ) -> dict[str, Any] | None:
         """The route's arguments, or None when the request is not plainly well-formed."""
         app = scope["app"]
         if app.dependency_overrides or not body:
             return None
-        found: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            if name in (_API_KEY, _TENANT, _CONTENT_TYPE):
-                found.setdefault(name, value)  # the first one, as Starlette's Headers.get
         key, tenant = found.get(_API_KEY), found.get(_TENANT)
         if not key or not tenant or not _is_json(found.get(_CONTENT_TYPE)):
             return None

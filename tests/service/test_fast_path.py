@@ -160,6 +160,35 @@ def test_a_streamed_body_over_the_limit_is_413(service_intel, api, acme):
     assert api.error(response, 413)["type"] == "payload_too_large"
 
 
+def test_a_streamed_body_within_the_limit_is_served_directly(service_intel, api, acme, handled):
+    app = create_app(service_intel, max_body_bytes=64)
+    chunks = iter([b'{"goal": "', b"streamed", b'"}'])  # chunked: no content-length
+    with TestClient(app) as client:
+        registered = client.post(
+            "/api/v1/routing/paths",
+            json={"goal": "streamed", "model_id": "gpt-4o"},
+            headers=acme.headers,
+        )
+        assert registered.status_code == 200
+        response = client.post(
+            "/api/v1/routing/decide", content=chunks, headers={**acme.headers, **JSON}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["model_id"] == "gpt-4o"
+    assert "/api/v1/routing/decide" not in handled
+
+
+def test_a_declared_body_over_the_limit_is_413_unread(service_intel, api, acme):
+    app = create_app(service_intel, max_body_bytes=64)
+    with TestClient(app) as client:
+        response = client.post(
+            "/api/v1/routing/decide",
+            content=json.dumps({"goal": "x" * 100}).encode(),
+            headers={**acme.headers, **JSON},
+        )
+    assert api.error(response, 413)["type"] == "payload_too_large"
+
+
 def test_an_unexpected_error_is_logged_and_answered_500(
     client, api, acme, service_intel, monkeypatch, caplog
 ):

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import queue
+import random
 import threading
 import time
 import weakref
@@ -100,7 +101,7 @@ class _Scope:
     goal: str
     pipeline_id: str
     router: GoalRouter
-    rng: np.random.Generator
+    rng: random.Random  # the decisions' draws (see GoalRouter.select)
     outcome_cursor: int = 0
     correction_cursor: int = 0
     last_sync: float = 0.0
@@ -415,7 +416,8 @@ class Intelligence:
         # A detected change is stored as the path's epoch: re-derive it, or a degraded path
         # would be back in exploitation (and no longer 'degrading') after a restart.
         router.restore_changes()
-        rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        # Seeded from the Intelligence's seed: reproducible decisions when one is given.
+        rng = random.Random(int(self._seeds.spawn(1)[0].generate_state(2, np.uint64)[0]))
         return _Scope(
             tenant,
             goal,

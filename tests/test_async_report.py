@@ -156,9 +156,7 @@ def test_a_cancelled_caller_still_has_its_outcome_stored(tmp_db: str) -> None:
 
         asyncio.run(main())
     with Intelligence(tmp_db) as reopened:  # close() waited for the reporter to finish
-        assert [o.trace_id for o in reopened.store.outcomes_in_window("default", GOAL, 0)] == [
-            "t1"
-        ]
+        assert [o.trace_id for o in reopened.store.outcomes_in_window("default", GOAL, 0)] == ["t1"]
 
 
 def test_reports_from_several_event_loops_are_each_answered(intel: Intelligence) -> None:

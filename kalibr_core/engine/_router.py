@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -331,13 +332,20 @@ class GoalRouter:
 
     def select(
         self,
-        rng: np.random.Generator,
+        rng: np.random.Generator | random.Random,
         *,
         task_risk_level: str = "low",
         candidate_model_ids: Sequence[str] | None = None,
         now: float | None = None,
     ) -> Selection:
         """Choose a path for one decision and advance the decision clock.
+
+        ``rng`` is a numpy ``Generator`` (one vectorised draw for all paths: the cheapest for
+        many decisions in a tight loop, as in the benchmarks) or a ``random.Random`` (one
+        scalar draw per path: far cheaper for a single decision made after the process has
+        waited on the network, where numpy's array set-up costs hundreds of microseconds
+        on a cold cache; what :class:`~kalibr_core.Intelligence` uses). Both draw from the
+        same Beta posteriors.
 
         Raises:
             NoPathAvailableError: no enabled path matches (none registered, all disabled, or
@@ -370,12 +378,17 @@ class GoalRouter:
         if k == 1:
             index, exploration = 0, False
         elif rate > 0.0 and rng.random() < rate:
-            index, exploration, uniform = int(rng.integers(k)), True, True
+            index = rng.randrange(k) if isinstance(rng, random.Random) else int(rng.integers(k))
+            exploration, uniform = True, True
         elif may_explore:
-            # Beta(a, b) draws as G(a) / (G(a) + G(b)) from one gamma call: the same
-            # distribution as ``rng.beta``, with a third of its per-call overhead.
-            gammas = rng.standard_gamma(alphas + betas).tolist()
-            theta = [gammas[i] / (gammas[i] + gammas[i + k]) for i in range(k)]
+            if isinstance(rng, random.Random):
+                draw = rng.betavariate
+                theta = [draw(alphas[i], betas[i]) for i in range(k)]
+            else:
+                # Beta(a, b) draws as G(a) / (G(a) + G(b)) from one gamma call: the same
+                # distribution as ``rng.beta``, with a third of its per-call overhead.
+                gammas = rng.standard_gamma(alphas + betas).tolist()
+                theta = [gammas[i] / (gammas[i] + gammas[i + k]) for i in range(k)]
             winner = max(range(k), key=theta.__getitem__)
             index = winner
             if mapping is not None:

@@ -7,6 +7,7 @@ is no change, an abrupt collapse is one), not the exact numbers the benchmarks t
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,23 @@ def test_selection_is_reproducible_with_the_same_generator() -> None:
         return [router.select(np.random.default_rng(seed)).path_id for _ in range(30)]
 
     assert run(3) == run(3)
+
+
+@pytest.mark.parametrize(
+    "make_rng", [np.random.default_rng, random.Random], ids=["numpy", "random"]
+)
+def test_both_generators_draw_from_the_posteriors(make_rng: Any) -> None:
+    # numpy (one vectorised draw) and random.Random (a draw per path, what Intelligence
+    # uses) must give each path its Thompson-sampling share: P(its draw is the largest).
+    router = router_with("a", "b")
+    feed(router, "a", [1.0] * 12 + [0.0] * 8)  # Beta(13, 9)
+    feed(router, "b", [1.0] * 8 + [0.0] * 12)  # Beta(9, 13)
+    exact = np.random.default_rng(0)
+    share = float(np.mean(exact.beta(13, 9, 10**6) > exact.beta(9, 13, 10**6)))  # ~0.82
+    rng = make_rng(7)
+    n = 4000
+    chosen = Counter(router.select(rng).path_id for _ in range(n))
+    assert chosen["a"] / n == pytest.approx(share, abs=4 * math.sqrt(share * (1 - share) / n))
 
 
 def test_a_single_path_has_full_propensity() -> None:

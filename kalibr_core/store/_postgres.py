@@ -20,7 +20,10 @@ Writers of different scopes do not wait for each other. ``set_epoch`` takes the 
 its recomputation of the effective statistics sees every outcome whose increment it replaces.
 
 Throughput: concurrent ``record_outcomes`` calls in one process share a transaction (group
-commit, as in SqliteStore), and a batch's statements are sent in one pipeline.
+commit, as in SqliteStore), and a batch's statements are sent in one pipeline. A scope's last
+seq is read as ``ORDER BY seq DESC LIMIT 1``, not ``MAX(seq)``: on a table not analyzed yet (a
+new database filling fast) the planner served ``MAX`` from ``outcomes_path`` by reading every
+row of the scope, so each report cost grew with the log (3 ms at 8,000 outcomes).
 
 PostgreSQL text cannot hold NUL characters: in free-text fields (model and tool ids, failure
 reasons, key names) they are stored as U+FFFD.
@@ -141,8 +144,9 @@ _PATH_COLUMNS: Final = (
 # order, so each sees the outcomes the batch stored before it.
 _RECORD_OUTCOME: Final = """
 WITH prev AS (
-    SELECT COALESCE(MAX(seq), 0) AS seq FROM outcomes
-    WHERE tenant = %(tenant)s AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s
+    SELECT COALESCE((SELECT seq FROM outcomes
+        WHERE tenant = %(tenant)s AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s
+        ORDER BY seq DESC LIMIT 1), 0) AS seq
 ), ins AS (
     INSERT INTO outcomes (tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id,
         params, success, score, value, failure_category, failure_reason, metadata, cost_usd,
@@ -836,10 +840,12 @@ class PostgresStore:
         with self._connect() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cursors = conn.execute(
-                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE tenant = %(tenant)s"
-                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s),"
-                " (SELECT COALESCE(MAX(seq), 0) FROM corrections WHERE tenant = %(tenant)s"
-                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s)",
+                "SELECT COALESCE((SELECT seq FROM outcomes WHERE tenant = %(tenant)s"
+                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s"
+                "  ORDER BY seq DESC LIMIT 1), 0),"
+                " COALESCE((SELECT seq FROM corrections WHERE tenant = %(tenant)s"
+                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s"
+                "  ORDER BY seq DESC LIMIT 1), 0)",
                 scope,
             ).fetchone()
             assert cursors is not None

@@ -21,9 +21,10 @@ its recomputation of the effective statistics sees every outcome whose increment
 
 Throughput: concurrent ``record_outcomes`` calls in one process share a transaction (group
 commit, as in SqliteStore), and a batch's statements are sent in one pipeline. A scope's last
-seq is read as ``ORDER BY seq DESC LIMIT 1``, not ``MAX(seq)``: on a table not analyzed yet (a
-new database filling fast) the planner served ``MAX`` from ``outcomes_path`` by reading every
-row of the scope, so each report cost grew with the log (3 ms at 8,000 outcomes).
+seq is kept in ``scope_heads`` (read and updated by primary key in the statement that records
+an outcome), not computed as ``MAX(seq)``: on a new database filling fast, with no planner
+statistics yet, prepared plans served ``MAX`` from an index that made each report read every
+earlier outcome of the scope or tenant, so a report's cost grew with the log.
 
 PostgreSQL text cannot hold NUL characters: in free-text fields (model and tool ids, failure
 reasons, key names) they are stored as U+FFFD.
@@ -65,7 +66,7 @@ from kalibr_core.store._sqlite import _dumps, _Job, _jsonable_extra, _loads
 
 logger = logging.getLogger("kalibr_core.store")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -126,6 +127,20 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             name TEXT, created_at DOUBLE PRECISION NOT NULL,
             revoked_at DOUBLE PRECISION)""",
     ),
+    # Each scope's last seq, kept by the statement that records an outcome: read by primary
+    # key. Reading it as MAX(seq) (or ORDER BY seq DESC LIMIT 1) left the choice of index to
+    # the planner, and on a new table without statistics its prepared plan could scan every
+    # outcome of the tenant for each report (outcomes_time or outcomes_path): a report then
+    # cost time in proportion to the log.
+    2: (
+        """CREATE TABLE IF NOT EXISTS scope_heads (
+            tenant TEXT NOT NULL, goal TEXT NOT NULL, pipeline_id TEXT NOT NULL,
+            last_seq BIGINT NOT NULL, PRIMARY KEY (tenant, goal, pipeline_id))""",
+        """INSERT INTO scope_heads (tenant, goal, pipeline_id, last_seq)
+            SELECT tenant, goal, pipeline_id, MAX(seq) FROM outcomes
+            GROUP BY tenant, goal, pipeline_id
+            ON CONFLICT (tenant, goal, pipeline_id) DO NOTHING""",
+    ),
 }
 
 _OUTCOME_COLUMNS: Final = (
@@ -139,14 +154,15 @@ _PATH_COLUMNS: Final = (
 )
 
 # One statement per outcome: the scope's previous seq, the insert (skipped for a known
-# outcome_id) and the commutative increment of the path's statistics. The CTEs share one
+# outcome_id), the scope's new head and the commutative increment of the path's statistics
+# (the scope's advisory lock orders the heads' updates). The CTEs share one
 # snapshot, so ``prev`` does not see the row ``ins`` adds; the statements of a batch run in
 # order, so each sees the outcomes the batch stored before it.
 _RECORD_OUTCOME: Final = """
 WITH prev AS (
-    SELECT COALESCE((SELECT seq FROM outcomes
-        WHERE tenant = %(tenant)s AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s
-        ORDER BY seq DESC LIMIT 1), 0) AS seq
+    SELECT COALESCE((SELECT last_seq FROM scope_heads
+        WHERE tenant = %(tenant)s AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s),
+        0) AS seq
 ), ins AS (
     INSERT INTO outcomes (tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id,
         params, success, score, value, failure_category, failure_reason, metadata, cost_usd,
@@ -157,6 +173,10 @@ WITH prev AS (
         %(output_tokens)s, %(created_at)s, %(updated_at)s, %(outcome_id)s)
     ON CONFLICT (tenant, outcome_id) WHERE outcome_id IS NOT NULL DO NOTHING
     RETURNING seq, tenant, goal, pipeline_id, path_id, value, cost_usd, latency_ms, created_at
+), head AS (
+    INSERT INTO scope_heads (tenant, goal, pipeline_id, last_seq)
+    SELECT tenant, goal, pipeline_id, seq FROM ins
+    ON CONFLICT (tenant, goal, pipeline_id) DO UPDATE SET last_seq = excluded.last_seq
 ), stats AS (
     INSERT INTO path_stats (tenant, goal, pipeline_id, path_id, successes, failures, count,
         cost_sum, cost_n, latency_sum, latency_n, last_outcome_at, eff_successes,
@@ -840,9 +860,8 @@ class PostgresStore:
         with self._connect() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cursors = conn.execute(
-                "SELECT COALESCE((SELECT seq FROM outcomes WHERE tenant = %(tenant)s"
-                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s"
-                "  ORDER BY seq DESC LIMIT 1), 0),"
+                "SELECT COALESCE((SELECT last_seq FROM scope_heads WHERE tenant = %(tenant)s"
+                "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s), 0),"
                 " COALESCE((SELECT seq FROM corrections WHERE tenant = %(tenant)s"
                 "  AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s"
                 "  ORDER BY seq DESC LIMIT 1), 0)",

@@ -368,3 +368,49 @@ def test_a_bad_outcome_fails_only_its_own_call(store: PostgresStore) -> None:
             results = list(pool.map(report, range(8)))
         assert results == ["stored"] * 3 + ["failed"] + ["stored"] * 4
     assert store.count_outcomes("default") == 21
+
+
+@pytest.mark.postgres
+def test_a_report_reads_no_earlier_outcome_however_long_the_log(
+    postgres_url: str, pg_schema: str
+) -> None:
+    # A new database filling fast has no planner statistics, and the store's statements are
+    # prepared then. Finding the scope's last seq must not read earlier outcomes through an
+    # index (once it did: each report read the scope's or tenant's whole log, so a report's
+    # cost grew with it). The database's own counters tell what was read.
+    with Intelligence(f"{postgres_url}?schema={pg_schema}") as intel:
+        for model in ("gpt-4o", "gpt-4o-mini", "claude-3-5-haiku"):
+            intel.register_path(GOAL, model)
+        for _ in range(400):
+            decision = intel.decide(GOAL)
+            intel.report_outcome(decision["trace_id"], GOAL, success=True)
+    # closed: its connections ended and flushed their statistics
+    read = dict(
+        sql(
+            postgres_url,
+            "SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes"
+            " WHERE schemaname = %s AND relname = 'outcomes'",
+            pg_schema,
+        )
+    )
+    assert sum(read.values()) < 400, read  # not ~N/2 per report (80,000 in all)
+
+
+@pytest.mark.postgres
+def test_a_version_1_database_gets_its_scope_heads(postgres_url: str, pg_schema: str) -> None:
+    store = PostgresStore(postgres_url, schema=pg_schema)
+    first = store.record_outcomes([outcome("t1"), outcome("t2")])
+    store.close()
+    # As a v1 database: no scope_heads table.
+    sql(postgres_url, f'DROP TABLE "{pg_schema}".scope_heads')
+    sql(postgres_url, f'DELETE FROM "{pg_schema}".schema_version WHERE version = 2')
+    store = PostgresStore(postgres_url, schema=pg_schema)
+    try:
+        assert store.health()["schema_version"] == 2
+        record = outcome("t3")
+        store.record_outcomes([record])
+        assert record.prev_seq == first[-1]  # the log's order carried over
+        _, last_seq, _ = store.load_scope("default", GOAL, "", 10)
+        assert last_seq == record.seq
+    finally:
+        store.close()

@@ -127,6 +127,14 @@ class _Report:
     error: BaseException | None = None
 
 
+@dataclass(slots=True)
+class _Deferred:
+    """A ``queue_outcome`` call: its record is built (checked, attributed) by the writer."""
+
+    build: Callable[[], OutcomeRecord]
+    queued_at: float
+
+
 def _path_info(record: PathRecord) -> PathInfo:
     pricing = record.extra.get("pricing") if isinstance(record.extra, dict) else None
     cost_hint = pricing.get("cost_per_call") if isinstance(pricing, dict) else None
@@ -218,7 +226,7 @@ class Intelligence:
         self._issued: OrderedDict[tuple[str, str], _Issued] = OrderedDict()
         self._flush_rng = np.random.default_rng(self._seeds.spawn(1)[0])
         self._flusher: threading.Thread | None = None
-        self._outbox: list[OutcomeRecord] = []
+        self._outbox: list[OutcomeRecord | _Deferred] = []
         self._outbox_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -267,24 +275,34 @@ class Intelligence:
                 batch, self._outbox = self._outbox, []
             if not batch:
                 return
+            records: list[OutcomeRecord] = []
+            for position, item in enumerate(batch):
+                if isinstance(item, OutcomeRecord):
+                    records.append(item)
+                    continue
+                try:
+                    record = item.build()
+                except ValidationError:  # the caller is gone: say it loudly, with the reason
+                    logger.exception("an outcome queued by queue_outcome() is invalid: not stored")
+                    continue
+                except Exception:  # the store could not attribute it: keep it all, retry
+                    with self._outbox_lock:
+                        self._outbox = [*records, *batch[position:], *self._outbox]
+                    raise
+                record.created_at = item.queued_at
+                records.append(record)
+            if not records:
+                return
             try:
-                self.store.record_outcomes(batch)
+                self.store.record_outcomes(records)
             except Exception:
                 with self._outbox_lock:
-                    self._outbox = batch + self._outbox
+                    self._outbox = [*records, *self._outbox]
                 raise
-            scopes: dict[int, _Scope] = {}
-            for record in batch:
-                scope = self._apply_stored(record)
-                if scope is not None:
-                    scopes[id(scope)] = scope
-            # Fold them now, here (the writer thread, off the decision path), rather than in
-            # the next decide(), which would run the engine's observation of each of them
-            # between the caller and its provider call.
-            for scope in scopes.values():
-                with scope.lock:
-                    if scope.pending:
-                        self._drain(scope)
+            # Folded here (the writer thread, off the decision path) rather than in the next
+            # decide(), which would run the engine's observation of each of them between the
+            # caller and its provider call.
+            self._fold_stored(records)
 
     def pending_outcomes(self) -> int:
         """Outcomes queued by ``report_outcome(wait=False)`` and not yet stored."""
@@ -762,14 +780,67 @@ class Intelligence:
         if wait:
             self._stored(record)
         else:
-            with self._outbox_lock:
-                self._outbox.append(record)
-                # Only a sleeping writer needs waking; a busy one collects this on its own.
-                asleep, self._writer_asleep = self._writer_asleep, False
-            self._ensure_flusher()
-            if asleep:
-                self._wake.set()
+            self._enqueue(record)
         return self._accepted(record)
+
+    def queue_outcome(
+        self,
+        trace_id: str,
+        goal: str,
+        success: bool | None = None,
+        score: float | None = None,
+        failure_reason: str | None = None,
+        failure_category: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+        tool_id: str | None = None,
+        execution_params: Mapping[str, Any] | None = None,
+        *,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        pipeline_id: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """``report_outcome(wait=False)`` with the checks moved to the background writer.
+
+        For callers that built every field themselves: the Router's automatic reports, made
+        between a provider's answer and the return to the agent. The writer validates and
+        attributes the outcome when it stores the queue (within ``outcome_delay_s``), so the
+        caller pays for one append; an outcome that fails validation there is logged with
+        the reason and not stored. ``flush()`` stores the queue at once. Use
+        :meth:`report_outcome` to have a bad outcome raise.
+        """
+        build = partial(
+            self._outcome_record,
+            trace_id,
+            goal,
+            success,
+            score,
+            failure_reason,
+            failure_category,
+            metadata,
+            model_id,
+            tool_id,
+            execution_params,
+            cost_usd,
+            latency_ms,
+            input_tokens,
+            output_tokens,
+            pipeline_id,
+            tenant,
+        )
+        self._enqueue(_Deferred(build, time.time()))
+
+    def _enqueue(self, item: OutcomeRecord | _Deferred) -> None:
+        with self._outbox_lock:
+            self._outbox.append(item)
+            # Only a sleeping writer needs waking; a busy one collects this on its own.
+            asleep, self._writer_asleep = self._writer_asleep, False
+        self._ensure_flusher()
+        if asleep:
+            self._wake.set()
 
     async def areport_outcome(
         self,
@@ -892,6 +963,9 @@ class Intelligence:
         if not records:
             return
         self.store.record_outcomes(records)
+        self._fold_stored(records)
+
+    def _fold_stored(self, records: list[OutcomeRecord]) -> None:
         scopes: dict[int, _Scope] = {}
         for record in records:
             scope = self._apply_stored(record)

@@ -554,6 +554,13 @@ class RemoteIntelligence:
                 self._issued.popitem(last=False)
 
     # -- outcomes ------------------------------------------------------------------------------
+    def queue_outcome(self, trace_id: str, goal: str, **fields: Any) -> None:
+        """:meth:`report_outcome` with ``wait=False`` (the Router's automatic reports).
+
+        Validated at once here: the outbox write it ends in is the cheap part.
+        """
+        self.report_outcome(trace_id, goal, **fields, wait=False)
+
     def report_outcome(
         self,
         trace_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kalibr_core import Intelligence, NotFoundError, ValidationError, _intelligence
+from kalibr_core import Intelligence, NotFoundError, StoreError, ValidationError, _intelligence
 
 SeedOutcomes = Callable[..., None]  # the seed_outcomes fixture (conftest.py)
 GOAL = "resolve_ticket"
@@ -638,3 +639,57 @@ def test_an_outcome_follows_its_decisions_pipeline(intel: Intelligence) -> None:
     intel.update_outcome(decision["trace_id"], GOAL, success=False)
     assert intel.stats(GOAL, pipeline_id="pipeline-a")["success_rate"] == 0.0
     assert intel.stats(GOAL)["total_outcomes"] == 0
+
+
+# -- queue_outcome (checked by the writer) ------------------------------------------------------
+def test_a_queued_unchecked_outcome_is_attributed_and_stored_by_the_writer(tmp_db: str) -> None:
+    with Intelligence(tmp_db, flush_interval_s=3600) as intel:
+        path_id = intel.register_path(GOAL, "gpt-4o")["path_id"]
+        decision = intel.decide(GOAL)
+        before = time.time()
+        assert intel.queue_outcome(decision["trace_id"], GOAL, success=True, cost_usd=0.01) is None
+        assert intel.pending_outcomes() == 1
+        wait_until(lambda: intel.pending_outcomes() == 0)  # no flush(): the writer stored it
+        [stored] = intel.store.outcomes_in_window("default", GOAL, 0)
+        assert (stored.trace_id, stored.path_id, stored.cost_usd) == (
+            decision["trace_id"],
+            path_id,
+            0.01,
+        )
+        assert before <= stored.created_at <= time.time()  # when it was queued
+        assert path_row(intel, "gpt-4o")["total_outcomes"] == 1
+
+
+def test_an_invalid_queued_outcome_is_logged_and_the_others_are_stored(
+    intel: Intelligence, caplog: pytest.LogCaptureFixture
+) -> None:
+    intel.register_path(GOAL, "gpt-4o")
+    intel.queue_outcome("t1", GOAL, success=True, model_id="gpt-4o")
+    intel.queue_outcome("t2", GOAL, success=True, failure_category="bogus")
+    intel.queue_outcome("t3", GOAL, success=False, model_id="gpt-4o")
+    with caplog.at_level(logging.ERROR, logger="kalibr_core"):
+        intel.flush()
+    assert "queue_outcome() is invalid" in caplog.text
+    assert "bogus" in caplog.text  # the reason is in the log
+    stored = intel.store.outcomes_in_window("default", GOAL, 0)
+    assert [o.trace_id for o in stored] == ["t1", "t3"]
+
+
+def test_queued_outcomes_survive_a_store_that_fails_while_attributing_them(
+    intel: Intelligence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intel.register_path(GOAL, "gpt-4o")
+    for i in range(3):  # never issued here: attributed through the store
+        intel.queue_outcome(f"t{i}", GOAL, success=True, model_id="gpt-4o")
+    with monkeypatch.context() as patch:
+        patch.setattr(intel.store, "get_decision", _raise_store_error)
+        with pytest.raises(StoreError):
+            intel.flush()
+        assert intel.pending_outcomes() == 3  # kept, in order
+    intel.flush()
+    stored = intel.store.outcomes_in_window("default", GOAL, 0)
+    assert [o.trace_id for o in stored] == ["t0", "t1", "t2"]
+
+
+def _raise_store_error(*args: Any, **kwargs: Any) -> Any:
+    raise StoreError("the database is unreachable")

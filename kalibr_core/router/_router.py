@@ -641,9 +641,16 @@ class Router:
         self._ensure_registered()
         with self._unsent_lock:
             pending, self._unsent = [*self._unsent, *outcomes], []
+        intelligence = self.intelligence
         for index, outcome in enumerate(pending):
             try:
-                self.intelligence.report_outcome(**outcome, wait=self.durable_reports)
+                if self.durable_reports:
+                    intelligence.report_outcome(**outcome, wait=True)
+                else:
+                    # Every field was built or checked here (report() validates its
+                    # arguments): the background writer checks and attributes it, off the
+                    # caller's return path.
+                    intelligence.queue_outcome(**outcome)
             except ValidationError:
                 logger.exception("outcome %s rejected as invalid", outcome["trace_id"])
             except Exception as exc:  # keep it and retry: outcomes are never dropped silently

@@ -42,6 +42,10 @@ class SwitchableIntelligence(Intelligence):
         self._gate()
         return super().report_outcome(*args, **kwargs)
 
+    def queue_outcome(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate()
+        return super().queue_outcome(*args, **kwargs)
+
 
 @pytest.fixture
 def service() -> Any:

@@ -455,16 +455,33 @@ class Intelligence:
         """Fold outcomes and corrections other processes stored since the scope's cursors."""
         store = self.store
         router = scope.router
-        scope.pending.clear()  # the log holds them too
         stored_config = store.get_config(scope.tenant, scope.goal)
         config = ExplorationConfig.from_dict(stored_config) if stored_config else None
         if config is not None and config != router.config:
             router.config = config  # set by another process or replica
-        for record in store.list_paths(scope.tenant, scope.goal, include_disabled=True):
+        self._sync_paths(scope)
+        self._sync_log(scope)
+        scope.last_sync = time.monotonic()
+
+    def _sync_paths(self, scope: _Scope) -> None:
+        router = scope.router
+        for record in self.store.list_paths(scope.tenant, scope.goal, include_disabled=True):
             info = _path_info(record)
             known = router.paths.get(info.path_id)
             if known is None or known.info.enabled != info.enabled:
                 router.add_path(info)
+
+    def _sync_log(self, scope: _Scope) -> None:
+        """Fold the scope's log from its cursors: what :meth:`_sync` does but the settings.
+
+        On its own (a gap in this process's outcomes: another process wrote in between) it
+        reads the paths only when the log names one this process does not know yet, so that
+        no outcome is skipped; the config and the paths are otherwise refreshed by the next
+        full sync, within ``sync_interval_s``.
+        """
+        store = self.store
+        router = scope.router
+        scope.pending.clear()  # the log holds them too
         # Stored outcomes carry their *current* value: a correction committed before an
         # outcome was read here is already part of what was folded and must not count again.
         folded: dict[int, float] = {}
@@ -472,6 +489,8 @@ class Intelligence:
             batch = store.outcomes_since(
                 scope.tenant, scope.goal, scope.pipeline_id, scope.outcome_cursor
             )
+            if any(o.path_id is not None and o.path_id not in router.paths for o in batch):
+                self._sync_paths(scope)  # registered elsewhere since this process last looked
             for outcome in batch:
                 self._fold_outcome(scope, outcome)
                 folded[outcome.seq] = outcome.value
@@ -495,7 +514,6 @@ class Intelligence:
                     scope.correction_cursor = max(scope.correction_cursor, correction.seq)
             else:
                 self._fold_correction(scope, correction)
-        scope.last_sync = time.monotonic()
 
     def _fold_outcome(self, scope: _Scope, outcome: OutcomeRecord) -> None:
         scope.outcome_cursor = max(scope.outcome_cursor, outcome.seq)
@@ -1153,7 +1171,7 @@ class Intelligence:
             if record.seq <= scope.outcome_cursor:
                 continue  # already folded by a sync
             if record.prev_seq != scope.outcome_cursor:
-                self._sync(scope)  # another process wrote in between: fold from the log
+                self._sync_log(scope)  # another process wrote in between: fold the log
                 return
             self._fold_outcome(scope, record)
 

@@ -693,3 +693,19 @@ def test_queued_outcomes_survive_a_store_that_fails_while_attributing_them(
 
 def _raise_store_error(*args: Any, **kwargs: Any) -> Any:
     raise StoreError("the database is unreachable")
+
+
+def test_a_gap_in_the_log_folds_a_path_registered_elsewhere(tmp_db: str) -> None:
+    # A's own outcome arrives after B's (a gap in A's log): A folds the log from its cursor
+    # without waiting for its next full sync, and learns of B's new path on the way instead
+    # of skipping the outcome reported on it.
+    with Intelligence(tmp_db, sync_interval_s=3600) as a, Intelligence(tmp_db) as b:
+        a.register_path(GOAL, "gpt-4o")
+        a.decide(GOAL)  # A's scope is loaded: it knows gpt-4o only
+        new_path = b.register_path(GOAL, "claude-3-5-haiku")["path_id"]
+        b.report_outcome("b1", GOAL, success=True, model_id="claude-3-5-haiku")
+        a.report_outcome("a1", GOAL, success=True, model_id="gpt-4o")
+        a.decide(GOAL)  # folds A's queued outcome: a gap, so the log is read
+        router = a._scopes[("default", GOAL, "")].router
+        assert router.paths[new_path].count == 1
+        assert sum(p.count for p in router.paths.values()) == 2

@@ -956,18 +956,24 @@ class Intelligence:
                 report.record = report.build()
             except Exception as exc:  # invalid: this caller's error, not the batch's
                 report.error = exc
-        valid = [r for r in reports if r.record is not None]
+        stored = [r.record for r in reports if r.record is not None]
         try:
-            self._store_batch([r.record for r in valid if r.record is not None])
+            if stored:
+                self.store.record_outcomes(stored)
         except Exception:
             # One commit failed: store each call's outcome alone, so that an outcome the store
             # refuses fails only its own call (and an unreachable store fails each call).
-            for report in valid:
-                assert report.record is not None
+            stored = []
+            for report in reports:
+                if report.record is None:
+                    continue
                 try:
-                    self._store_batch([report.record])
+                    self.store.record_outcomes([report.record])
                 except Exception as exc:
                     report.error = exc
+                else:
+                    stored.append(report.record)
+        self._fold_stored(stored)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
         for report in reports:
             by_loop.setdefault(report.loop, []).append(report)
@@ -976,14 +982,8 @@ class Intelligence:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._settle, settled)
 
-    def _store_batch(self, records: list[OutcomeRecord]) -> None:
-        """Store outcomes in one commit and fold them into their scopes (off any event loop)."""
-        if not records:
-            return
-        self.store.record_outcomes(records)
-        self._fold_stored(records)
-
     def _fold_stored(self, records: list[OutcomeRecord]) -> None:
+        """Fold stored outcomes into their scopes now (a writer thread, off any event loop)."""
         scopes: dict[int, _Scope] = {}
         for record in records:
             scope = self._apply_stored(record)

@@ -141,3 +141,21 @@ def run_goal() -> RunGoal:
         return chosen
 
     return run
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> Callable[[Intelligence], list[int]]:
+    """``batch_sizes(intel)``: from then on, the size of every batch its store is asked to write."""
+
+    def watch(intel: Intelligence) -> list[int]:
+        sizes: list[int] = []
+        record_outcomes = intel.store.record_outcomes
+
+        def counted(outcomes: Any) -> Any:
+            sizes.append(len(outcomes))
+            return record_outcomes(outcomes)
+
+        monkeypatch.setattr(intel.store, "record_outcomes", counted)
+        return sizes
+
+    return watch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,19 +13,7 @@ from kalibr_core import Intelligence, StoreError, ValidationError
 from kalibr_core.store import open_store
 
 GOAL = "resolve_ticket"
-
-
-def _counting(intel: Intelligence, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of every batch the store is asked to write."""
-    batches: list[int] = []
-    record_outcomes = intel.store.record_outcomes
-
-    def counted(outcomes: Any) -> Any:
-        batches.append(len(outcomes))
-        return record_outcomes(outcomes)
-
-    monkeypatch.setattr(intel.store, "record_outcomes", counted)
-    return batches
+BatchSizes = Callable[[Intelligence], list[int]]  # the batch_sizes fixture (conftest.py)
 
 
 def test_an_async_report_is_durable_and_learned_when_it_returns(tmp_db: str) -> None:
@@ -48,13 +37,13 @@ def test_an_async_report_is_durable_and_learned_when_it_returns(tmp_db: str) -> 
 
 
 def test_concurrent_async_reports_share_commits_and_each_is_stored_once(
-    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+    tmp_db: str, batch_sizes: BatchSizes
 ) -> None:
     tasks = 300
     with Intelligence(tmp_db) as intel:
         intel.register_path(GOAL, "gpt-4o")
         intel.register_path(GOAL, "claude-3-5-sonnet")
-        batches = _counting(intel, monkeypatch)
+        batches = batch_sizes(intel)
 
         async def main() -> list[dict[str, Any]]:
             return await asyncio.gather(

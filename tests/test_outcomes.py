@@ -18,6 +18,7 @@ from kalibr_core import Intelligence, NotFoundError, StoreError, ValidationError
 
 SeedOutcomes = Callable[..., None]  # the seed_outcomes fixture (conftest.py)
 GOAL = "resolve_ticket"
+BatchSizes = Callable[[Intelligence], list[int]]  # the batch_sizes fixture (conftest.py)
 
 
 def path_row(intel: Intelligence, model: str, **kwargs: Any) -> dict[str, Any]:
@@ -225,18 +226,11 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def test_queued_outcomes_are_stored_in_one_commit_after_the_delay(
-    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+    tmp_db: str, batch_sizes: BatchSizes
 ) -> None:
     with Intelligence(tmp_db, flush_interval_s=3600, outcome_delay_s=1.0) as intel:
         intel.register_path(GOAL, "gpt-4o")
-        batches: list[int] = []
-        record_outcomes = intel.store.record_outcomes
-
-        def counted(outcomes: Any) -> Any:
-            batches.append(len(outcomes))
-            return record_outcomes(outcomes)
-
-        monkeypatch.setattr(intel.store, "record_outcomes", counted)
+        batches = batch_sizes(intel)
         for i in range(20):
             intel.report_outcome(f"t{i}", GOAL, success=True, model_id="gpt-4o", wait=False)
         assert intel.pending_outcomes() == 20  # the writer waits for the batch to collect

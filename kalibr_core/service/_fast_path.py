@@ -22,7 +22,6 @@ document does not change. FastAPI's telemetry spans are not recorded for request
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kalibr_core.service._auth import KeyAuthenticator, authenticate
 from kalibr_core.service._dependencies import served_intelligence
-from kalibr_core.service._errors import INTERNAL_MESSAGE, error_response
-
-logger = logging.getLogger("kalibr_core.service")
+from kalibr_core.service._middleware import answer_unexpected_errors
 
 _API_KEY = b"x-api-key"
 _TENANT = b"x-tenant-id"
@@ -199,20 +196,13 @@ class FastPath:
         if values is None:
             await self.app(scope, _replay(chunks, more, receive), send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self._answer(direct, values, scope, receive, tracking_send)
-        except Exception:  # as the app's catch-all: logged once, answered with a JSON 500
-            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            if started:  # too late for a clean answer; the server closes the connection
-                raise
-            await error_response(500, "internal_error", INTERNAL_MESSAGE)(scope, receive, send)
+        # As the app's catch-all (which this path does not cross): logged once, a JSON 500.
+        await answer_unexpected_errors(
+            lambda tracked: self._answer(direct, values, scope, receive, tracked),
+            scope,
+            receive,
+            send,
+        )
 
     async def _answer(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,6 +11,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kalibr_core.service._errors import INTERNAL_MESSAGE, error_response
 
 logger = logging.getLogger("kalibr_core.service")
+
+
+async def answer_unexpected_errors(
+    call: Callable[[Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run ``call(send)``; an unexpected exception is logged once and answered with a JSON 500.
+
+    Once the answer has started it is too late for a clean one: the exception propagates and
+    the server closes the connection.
+    """
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await call(tracking_send)
+    except Exception:
+        logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+        if started:
+            raise
+        await error_response(500, "internal_error", INTERNAL_MESSAGE)(scope, receive, send)
 
 
 class CatchAllMiddleware:
@@ -26,21 +52,9 @@ class CatchAllMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            if started:  # too late for a clean answer; the server closes the connection
-                raise
-            await error_response(500, "internal_error", INTERNAL_MESSAGE)(scope, receive, send)
+        await answer_unexpected_errors(
+            lambda tracked: self.app(scope, receive, tracked), scope, receive, send
+        )
 
 
 class BodyLimitMiddleware:

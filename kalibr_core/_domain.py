@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -95,13 +95,41 @@ def validate_trace_id(trace_id: object, *, field_name: str = "trace_id") -> str:
     return trace_id
 
 
+class _TraceIds:
+    """Trace ids read from the OS for 256 at a time (see :func:`new_trace_id`)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self) -> None:
+        self.ids: Iterator[str] = iter(())
+
+    def read(self) -> str:
+        raw = os.urandom(16 * 256).hex()
+        ids = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+        # Two threads that both ran out each read their own batch: every id is still unique.
+        self.ids = iter(ids[1:])
+        return ids[0]
+
+    def forget(self) -> None:
+        self.ids = iter(())
+
+
+_TRACE_IDS = _TraceIds()
+os.register_at_fork(after_in_child=_TRACE_IDS.forget)
+
+
 def new_trace_id() -> str:
     """A fresh trace id: 32 lowercase hex characters (128 random bits from the OS).
 
-    ``os.urandom(16).hex()`` rather than ``uuid4().hex``: the same randomness (uuid4 fixes 6 of
-    its bits), without building a UUID object on every decision.
+    The bits come from ``os.urandom`` as in ``uuid4`` (which fixes 6 of them), read for 256
+    ids at a time: a decision then costs no system call and no UUID object. Handing out the
+    next id is one step of a list iterator, atomic under the interpreter lock, so threads
+    never share one; a forked child drops the ids its parent had read.
     """
-    return os.urandom(16).hex()
+    try:
+        return next(_TRACE_IDS.ids)
+    except StopIteration:
+        return _TRACE_IDS.read()
 
 
 def validate_failure_category(category: object) -> str | None:

@@ -14,7 +14,6 @@ includes the replayed outcomes, wins.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -225,20 +224,16 @@ class FallbackRouter:
                 for spec in known:
                     if spec.path_id not in router.paths:
                         router.add_path(_info(spec))
-                config = router.config
-                if exploration_rate is not None and exploration_rate != config.exploration_rate:
-                    router.config = dataclasses.replace(config, exploration_rate=exploration_rate)
                 try:
                     selection = router.select(
                         scope.rng,
                         task_risk_level=task_risk_level,
                         candidate_model_ids=candidate_model_ids,
                         now=time.time(),
+                        exploration_rate=exploration_rate,
                     )
                 except NoPathAvailableError:
                     selection = None
-                finally:
-                    router.config = config
                 if selection is not None:
                     info = router.paths[selection.path_id].info
                     age = None if scope.taken_at is None else time.time() - scope.taken_at

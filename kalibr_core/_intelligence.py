@@ -28,7 +28,6 @@ import asyncio
 import atexit
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -107,6 +106,8 @@ class _Scope:
     last_sync: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
     pending: list[OutcomeRecord] = field(default_factory=list)
+    # The arguments of the latest decision, for the next one to be drawn ahead.
+    ahead_request: tuple[str, list[str] | None, float | None] | None = None
 
 
 class _Issued(NamedTuple):  # one per decision: a tuple is cheaper to build than a dataclass
@@ -221,6 +222,7 @@ class Intelligence:
         self._scopes: dict[tuple[str, str, str], _Scope] = {}
         self._scopes_lock = threading.Lock()
         self._pending: list[tuple[DecisionRecord, Selection]] = []
+        self._wanting: dict[int, _Scope] = {}  # scopes to draw a decision ahead for
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._issued: OrderedDict[tuple[str, str], _Issued] = OrderedDict()
@@ -382,9 +384,45 @@ class Intelligence:
                 last_outcome = now
                 if not self._write_queued(self._drain_outbox):
                     retry_at = now + self.flush_interval_s  # a failing store: retry less often
+            if self._wanting:
+                self._draw_ahead()
             if now >= next_flush:
                 self._write_queued(self.flush)
                 next_flush = time.monotonic() + self.flush_interval_s
+
+    def _draw_ahead(self) -> None:
+        """Draw the next decision of each scope decided on since the last pass (a writer).
+
+        The writer wakes while callers wait on their providers (every ``outcome_delay_s``
+        while outcomes come, else at the decision flush): it folds what it stored, then
+        draws each such scope's next decision (:meth:`GoalRouter.draw_ahead`), which the
+        next ``decide`` with the same arguments takes if nothing changed meanwhile. That
+        moves the draw, the slowest part of a decision made right after a network wait,
+        off the caller's path; a decision taken this way is the one the caller would have
+        drawn. A scope is drawn for once per decision on it; a racing decision can be
+        missed here, and is then drawn by its caller as usual.
+        """
+        wanting, self._wanting = self._wanting, {}
+        now = time.time()
+        for scope in wanting.values():
+            request = scope.ahead_request
+            if request is None:
+                continue
+            try:
+                with scope.lock:
+                    if time.monotonic() - scope.last_sync > self.sync_interval_s:
+                        self._sync(scope)
+                    elif scope.pending:
+                        self._drain(scope)
+                    scope.router.draw_ahead(
+                        scope.rng,
+                        task_risk_level=request[0],
+                        candidate_model_ids=request[1],
+                        now=now,
+                        exploration_rate=request[2],
+                    )
+            except Exception:  # the caller draws its decision itself
+                logger.exception("drawing the next decision of %s ahead failed", scope.goal)
 
     def _write_queued(self, write: Callable[[], None]) -> bool:
         """Run a background write; False (and logged) if it failed."""
@@ -686,18 +724,21 @@ class Intelligence:
                 raise NoPathAvailableError(
                     f"goal {goal!r} has no registered path; register_path() first", goal=goal
                 )
-            config = router.config
-            if exploration_rate is not None and exploration_rate != config.exploration_rate:
-                router.config = dataclasses.replace(config, exploration_rate=exploration_rate)
             try:
                 selection = router.select(
-                    scope.rng, task_risk_level=risk, candidate_model_ids=candidates, now=now
+                    scope.rng,
+                    task_risk_level=risk,
+                    candidate_model_ids=candidates,
+                    now=now,
+                    exploration_rate=exploration_rate,
                 )
             except NoPathAvailableError as exc:
                 raise NoPathAvailableError(f"goal {goal!r}: {exc.message}", goal=goal) from None
-            finally:
-                router.config = config
             info = router.paths[selection.path_id].info
+            # The background writer draws this scope's next decision while the caller waits
+            # on its provider (see _draw_ahead).
+            scope.ahead_request = (risk, candidates, exploration_rate)
+        self._wanting[id(scope)] = scope
         trace_id = new_trace_id()
         record = DecisionRecord(
             tenant,

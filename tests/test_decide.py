@@ -252,3 +252,48 @@ def test_decisions_are_reproducible_with_a_seed() -> None:
 
     assert choices(7) == choices(7)
     assert len(set(choices(7))) > 1
+
+
+# -- decisions drawn ahead by the background writer ---------------------------------------------
+def _ahead_of(intel: Intelligence, goal: str) -> object:
+    return intel._scope(intel.tenant, goal, "").router._ahead
+
+
+def test_the_writer_draws_the_next_decision_while_the_caller_waits() -> None:
+    # What a routed call does: decide, wait on the provider, queue the outcome. The writer
+    # stores the outcome, folds it and draws the next decision; the next decide takes it.
+    intel = Intelligence(":memory:", seed=4, outcome_delay_s=0.005)
+    try:
+        for model in ("gpt-4o", "gpt-4o-mini"):
+            intel.register_path(GOAL, model)
+        models = ["gpt-4o", "gpt-4o-mini"]
+        decision = intel.decide(GOAL, candidate_model_ids=models)
+        intel.queue_outcome(decision["trace_id"], GOAL, success=True)
+        deadline = time.monotonic() + 5
+        while _ahead_of(intel, GOAL) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        ahead = _ahead_of(intel, GOAL)
+        assert ahead is not None, "the writer drew no decision ahead"
+        assert intel.pending_outcomes() == 0  # drawn after the outcome was folded
+        nxt = intel.decide(GOAL, candidate_model_ids=models)
+        assert nxt["path_id"] == ahead.selection.path_id  # type: ignore[attr-defined]
+        assert _ahead_of(intel, GOAL) is None
+        assert intel.stats(GOAL)["decisions"] == 2
+    finally:
+        intel.close()
+
+
+def test_a_path_disabled_after_a_decision_was_drawn_ahead_gets_no_traffic(
+    intel: Intelligence,
+) -> None:
+    for model in ("gpt-4o", "claude-3-haiku"):
+        intel.register_path(GOAL, model)
+    for _ in range(20):
+        intel.decide(GOAL)
+        intel._draw_ahead()  # what the writer does while the caller waits
+        ahead = _ahead_of(intel, GOAL)
+        assert ahead is not None
+        intel.disable_path(ahead.selection.path_id)  # type: ignore[attr-defined]
+        decision = intel.decide(GOAL)
+        assert decision["path_id"] != ahead.selection.path_id  # type: ignore[attr-defined]
+        intel.enable_path(ahead.selection.path_id)  # type: ignore[attr-defined]

@@ -460,3 +460,48 @@ def test_path_id_is_the_same_in_another_process() -> None:
         normalise_path(GOAL, spec).path_id,
         normalise_path(GOAL, "gpt-4o").path_id,
     ]
+
+
+# -- trace ids -----------------------------------------------------------------------------------
+def test_trace_ids_are_unique_across_threads_and_batches() -> None:
+    import re
+    import threading
+
+    from kalibr_core._domain import new_trace_id
+
+    per_thread, threads = 2_000, 8  # many batches of 256 each, read concurrently
+    found: list[list[str]] = [[] for _ in range(threads)]
+
+    def take(bucket: list[str]) -> None:
+        bucket.extend(new_trace_id() for _ in range(per_thread))
+
+    workers = [threading.Thread(target=take, args=(bucket,)) for bucket in found]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    ids = [trace_id for bucket in found for trace_id in bucket]
+    assert len(set(ids)) == per_thread * threads
+    assert all(re.fullmatch(r"[0-9a-f]{32}", trace_id) for trace_id in ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_does_not_reuse_its_parents_trace_ids() -> None:
+    from kalibr_core._domain import new_trace_id
+
+    new_trace_id()  # the parent has read a batch and has ids left in it
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids and leave without running the test teardown
+        os.close(read_end)
+        os.write(write_end, "".join(new_trace_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    parent = "".join(new_trace_id() for _ in range(4))
+    assert len(child) == 128
+    assert {child[i : i + 32] for i in range(0, 128, 32)}.isdisjoint(
+        {parent[i : i + 32] for i in range(0, 128, 32)}
+    )

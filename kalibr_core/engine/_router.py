@@ -113,6 +113,21 @@ class PropensityInputs:
         return round(self.rate / k + (1.0 - self.rate) * share, 6)
 
 
+#: Seconds after which a decision drawn ahead is no longer taken (it was drawn for its time).
+_AHEAD_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A decision drawn ahead (:meth:`GoalRouter.draw_ahead`) and what it was drawn for."""
+
+    request: tuple[str, tuple[str, ...] | None, float | None]
+    version: int
+    drawn_at: float | None
+    state: PathState
+    selection: Selection
+
+
 @dataclass(frozen=True, slots=True)
 class RankedPath:
     """A path in a deterministic ranking (policy, alternatives, stats)."""
@@ -138,13 +153,32 @@ class GoalRouter:
     def __init__(
         self, config: ExplorationConfig | None = None, tuning: EngineTuning | None = None
     ) -> None:
-        self.config = config or ExplorationConfig()
+        self._config = config or ExplorationConfig()
         self.tuning = tuning or EngineTuning()
         self.paths: dict[str, PathState] = {}
         self.tick = 0
         self.seq = 0
         self._tie_dirty = True
+        # Bumped by every change a selection depends on (outcomes, paths, settings, the
+        # clock): a decision drawn ahead is taken only if it is unchanged.
+        self._version = 0
+        self._ahead: _Ahead | None = None
         self._suspects: dict[str, PathState] = {}
+
+    @property
+    def config(self) -> ExplorationConfig:
+        """The scope's exploration settings."""
+        return self._config
+
+    @config.setter
+    def config(self, config: ExplorationConfig) -> None:
+        self._config = config
+        self._changed()
+
+    def _changed(self) -> None:
+        """What selections depend on changed: refresh the tie set, drop a decision ahead."""
+        self._tie_dirty = True
+        self._version += 1
 
     # -- paths ---------------------------------------------------------------------------------
     def add_path(self, info: PathInfo) -> PathState:
@@ -155,13 +189,13 @@ class GoalRouter:
             self.paths[info.path_id] = state
         else:
             state.info = info
-        self._tie_dirty = True
+        self._changed()
         return state
 
     def set_enabled(self, path_id: str, enabled: bool) -> None:
         """Enable or disable (soft delete) a path."""
         self._state(path_id).info.enabled = enabled
-        self._tie_dirty = True
+        self._changed()
 
     def _state(self, path_id: str) -> PathState:
         try:
@@ -211,7 +245,7 @@ class GoalRouter:
                 change.after_mean,
             )
         self._check_rollback(state)
-        self._tie_dirty = True
+        self._changed()
         return change
 
     def _review_suspects(self) -> None:
@@ -239,7 +273,7 @@ class GoalRouter:
     def correct(self, path_id: str, old_value: float, new_value: float, seq: int | None) -> None:
         """Apply a late correction of one outcome's value."""
         self._state(path_id).correct(old_value, new_value, seq)
-        self._tie_dirty = True
+        self._changed()
 
     def restore_changes(self) -> list[str]:
         """Re-derive detected changes from restored statistics (a scope loaded from a store).
@@ -282,7 +316,7 @@ class GoalRouter:
             restored.append(state.info.path_id)
         if self._suspects:
             self._review_suspects()
-        self._tie_dirty = True
+        self._changed()
         return restored
 
     def _check_rollback(self, state: PathState) -> None:
@@ -337,6 +371,7 @@ class GoalRouter:
         task_risk_level: str = "low",
         candidate_model_ids: Sequence[str] | None = None,
         now: float | None = None,
+        exploration_rate: float | None = None,
     ) -> Selection:
         """Choose a path for one decision and advance the decision clock.
 
@@ -345,25 +380,95 @@ class GoalRouter:
         scalar draw per path: far cheaper for a single decision made after the process has
         waited on the network, where numpy's array set-up costs hundreds of microseconds
         on a cold cache; what :class:`~kalibr_core.Intelligence` uses). Both draw from the
-        same Beta posteriors.
+        same Beta posteriors. ``exploration_rate`` overrides the configured rate for this
+        decision only.
+
+        A decision drawn ahead by :meth:`draw_ahead` for the same arguments is taken instead
+        of a new draw when nothing this router holds has changed since: it is the decision
+        this call would have drawn, from the same posteriors.
 
         Raises:
             NoPathAvailableError: no enabled path matches (none registered, all disabled, or
                 none among ``candidate_model_ids``).
         """
-        states = self.eligible(task_risk_level, candidate_model_ids)
+        candidates = None if candidate_model_ids is None else tuple(candidate_model_ids)
+        ahead, self._ahead = self._ahead, None
+        if (
+            ahead is not None
+            and ahead.version == self._version
+            and ahead.request == (task_risk_level, candidates, exploration_rate)
+            and (now is None or ahead.drawn_at is None or abs(now - ahead.drawn_at) <= _AHEAD_S)
+        ):
+            self.tick += 1
+            self._version += 1
+            ahead.state.pulls += 1
+            return ahead.selection
+        states = self.eligible(task_risk_level, candidates)
         if not states:
             raise NoPathAvailableError(
                 "no enabled path is available"
-                + (f" among models {list(candidate_model_ids)}" if candidate_model_ids else "")
+                + (f" among models {list(candidates)}" if candidates else "")
             )
         self.tick += 1
+        self._version += 1
         may_explore = task_risk_level != "high" or self.config.exploration_on_high_risk
         if may_explore:
-            probe = self._due_probe(states, now)
+            probe = self._due_probe(states, now, self.tick)
             if probe is not None:
+                if probe.demoted and self.tick >= probe.next_probe_tick:
+                    probe.schedule_probe(self.tick)
+                else:
+                    probe.last_probe_at = now
                 probe.pulls += 1
                 return self._selection(probe, "exploration", True, None, None)
+        state, selection = self._draw(rng, states, may_explore, exploration_rate)
+        state.pulls += 1
+        return selection
+
+    def draw_ahead(
+        self,
+        rng: np.random.Generator | random.Random,
+        *,
+        task_risk_level: str = "low",
+        candidate_model_ids: Sequence[str] | None = None,
+        now: float | None = None,
+        exploration_rate: float | None = None,
+    ) -> bool:
+        """Draw the next decision for these arguments now, for :meth:`select` to take later.
+
+        For a caller with idle time before a decision (a background thread while the
+        decision-maker waits on the network): the draw moves off the decision's path. It
+        changes nothing that a decision changes (the clock, the path's pulls) until it is
+        taken, and it is dropped as soon as anything it was drawn from changes (an outcome,
+        a path, the settings, another decision) or after a second. A decision due
+        to probe a path is never drawn ahead.
+
+        Returns:
+            True if a decision is now waiting (drawn here or earlier), False if none can be.
+        """
+        candidates = None if candidate_model_ids is None else tuple(candidate_model_ids)
+        request = (task_risk_level, candidates, exploration_rate)
+        ahead = self._ahead
+        if ahead is not None and ahead.version == self._version and ahead.request == request:
+            return True
+        states = self.eligible(task_risk_level, candidates)
+        if not states:
+            return False
+        may_explore = task_risk_level != "high" or self.config.exploration_on_high_risk
+        if may_explore and self._due_probe(states, now, self.tick + 1) is not None:
+            return False
+        state, selection = self._draw(rng, states, may_explore, exploration_rate)
+        self._ahead = _Ahead(request, self._version, now, state, selection)
+        return True
+
+    def _draw(
+        self,
+        rng: np.random.Generator | random.Random,
+        states: list[PathState],
+        may_explore: bool,
+        exploration_rate: float | None,
+    ) -> tuple[PathState, Selection]:
+        """One Thompson-sampling draw over ``states`` (no probe); changes nothing."""
         active = [s for s in states if not s.demoted] or states
         if self._tie_dirty:
             self._refresh_tie_set()
@@ -373,7 +478,9 @@ class GoalRouter:
         means = [a / (a + b) for a, b in zip(alphas, betas, strict=True)]
         best = max(range(k), key=means.__getitem__)
         mapping = self._tie_mapping(active, best)
-        rate = (self.config.exploration_rate or 0.0) if may_explore else 0.0
+        if exploration_rate is None:
+            exploration_rate = self.config.exploration_rate
+        rate = (exploration_rate or 0.0) if may_explore else 0.0
         uniform = False
         if k == 1:
             index, exploration = 0, False
@@ -402,7 +509,6 @@ class GoalRouter:
             index = mapping[best] if mapping is not None else best
             exploration = False
         state = active[index]
-        state.pulls += 1
         reason = self._reason(state, active[best], k == 1)
         if exploration and (uniform or reason != "fallback"):
             # While learning, a posterior draw is a fallback whichever path it favours; the
@@ -418,7 +524,7 @@ class GoalRouter:
             self.tuning.tie_margin,
         )
         runner_up = max((means[i] for i in range(k) if i != index), default=None)
-        return self._selection(state, reason, exploration, inputs, runner_up)
+        return state, self._selection(state, reason, exploration, inputs, runner_up)
 
     def _reason(self, state: PathState, best: PathState, single: bool) -> Reason:
         if state.eff_count < self.config.min_samples_before_exploit or (
@@ -455,11 +561,11 @@ class GoalRouter:
             inputs=inputs,
         )
 
-    def _due_probe(self, states: list[PathState], now: float | None) -> PathState | None:
+    def _due_probe(self, states: list[PathState], now: float | None, tick: int) -> PathState | None:
+        """The path to probe at this decision (clock ``tick``), if any; changes nothing."""
         stale_after = self.config.staleness_days * _DAY
         for state in states:
-            if state.demoted and self.tick >= state.next_probe_tick:
-                state.schedule_probe(self.tick)
+            if state.demoted and tick >= state.next_probe_tick:
                 return state
             if (
                 now is not None
@@ -467,7 +573,6 @@ class GoalRouter:
                 and now - state.last_outcome_at > stale_after
                 and (state.last_probe_at is None or now - state.last_probe_at > stale_after)
             ):
-                state.last_probe_at = now
                 return state
         return None
 

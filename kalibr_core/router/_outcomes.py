@@ -104,21 +104,22 @@ class TraceBook:
     def add(self, trace: Trace) -> None:
         """Remember a new trace and add it to the current context's episode."""
         episodes = self._episodes.get({})
+        earlier = episodes.get(self._key, ())
+        traces = self._traces
         with self._lock:
-            self._traces[trace.trace_id] = trace
-            while len(self._traces) > self._capacity:
-                self._traces.popitem(last=False)
+            traces[trace.trace_id] = trace
+            if len(traces) > self._capacity:
+                traces.popitem(last=False)
             # Keep only calls still waiting for a report: bounded episodes.
-            current = tuple(
-                t
-                for t in episodes.get(self._key, ())
-                if t in self._traces and not self._traces[t].reported
-            )
-        self._episodes.set({**episodes, self._key: (*current, trace.trace_id)})
+            current = [t for t in earlier if t in traces and not traces[t].reported]
+        current.append(trace.trace_id)
+        self._episodes.set({**episodes, self._key: tuple(current)})
 
     def cover_earlier(self, trace: Trace) -> None:
         """Mark this context's unreported earlier calls on the same path as covered."""
         ids = self._episodes.get({}).get(self._key, ())
+        if len(ids) < 2:
+            return  # only this call (or none): nothing earlier to cover
         with self._lock:
             for trace_id in ids:
                 earlier = self._traces.get(trace_id)

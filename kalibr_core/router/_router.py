@@ -639,8 +639,11 @@ class Router:
 
     def _send(self, outcomes: list[dict[str, Any]]) -> None:
         self._ensure_registered()
-        with self._unsent_lock:
-            pending, self._unsent = [*self._unsent, *outcomes], []
+        if self._unsent:  # earlier outcomes the backend could not take go first
+            with self._unsent_lock:
+                pending, self._unsent = [*self._unsent, *outcomes], []
+        else:
+            pending = outcomes
         intelligence = self.intelligence
         for index, outcome in enumerate(pending):
             try:

@@ -183,6 +183,83 @@ def test_both_generators_draw_from_the_posteriors(make_rng: Any) -> None:
     assert chosen["a"] / n == pytest.approx(share, abs=4 * math.sqrt(share * (1 - share) / n))
 
 
+# -- decisions drawn ahead ----------------------------------------------------------------------
+def test_a_decision_drawn_ahead_is_the_next_one_and_counts_only_when_taken() -> None:
+    router = router_with("a", "b")
+    feed(router, "a", [1.0] * 12 + [0.0] * 8)
+    rng = random.Random(3)
+    assert router.draw_ahead(rng, now=100.0)
+    assert router.draw_ahead(rng, now=100.0)  # already waiting: not drawn twice
+    ahead = router._ahead
+    assert ahead is not None
+    assert router.tick == 0 and sum(s.pulls for s in router.paths.values()) == 0
+    taken = router.select(rng, now=100.2)
+    assert taken is ahead.selection
+    assert router.tick == 1 and router.paths[taken.path_id].pulls == 1
+    assert router.select(rng, now=100.3) is not taken  # taken once only
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["outcome", "disable", "config", "decision", "other arguments", "a second later"],
+)
+def test_a_decision_drawn_ahead_is_dropped_when_what_it_was_drawn_from_changes(
+    change: str,
+) -> None:
+    router = router_with("a", "b")
+    feed(router, "a", [1.0] * 30)
+    feed(router, "b", [0.0] * 30)
+    rng = random.Random(5)
+    now, arguments = 100.0, {}
+    assert router.draw_ahead(rng, now=now)
+    ahead = router._ahead
+    assert ahead is not None and ahead.selection.path_id == "a"
+    if change == "outcome":
+        router.observe("a", 0.0)
+    elif change == "disable":
+        router.set_enabled("a", False)
+    elif change == "config":
+        router.config = ExplorationConfig(exploration_rate=0.5)
+    elif change == "decision":
+        router.select(rng, candidate_model_ids=["b"], now=now)
+    elif change == "other arguments":
+        arguments = {"candidate_model_ids": ["a"]}
+    else:
+        now += 1.5
+    taken = router.select(rng, now=now, **arguments)
+    assert taken is not ahead.selection
+    if change == "disable":
+        assert taken.path_id == "b"
+
+
+def test_a_probe_is_never_drawn_ahead() -> None:
+    router = router_with("healthy", "broken")
+    feed(router, "healthy", bernoulli(0.9, 30))
+    feed(router, "broken", [0.0] * 30)
+    broken = router.paths["broken"]
+    assert broken.demoted
+    rng = random.Random(2)
+    while router.tick + 1 < broken.next_probe_tick:
+        router.select(rng)
+    assert router.draw_ahead(rng) is False  # the next decision is the probe
+    probe = router.select(rng)
+    assert probe.path_id == "broken" and probe.reason == "exploration"
+
+
+def test_decisions_drawn_ahead_keep_the_thompson_shares() -> None:
+    router = router_with("a", "b")
+    feed(router, "a", [1.0] * 12 + [0.0] * 8)  # Beta(13, 9)
+    feed(router, "b", [1.0] * 8 + [0.0] * 12)  # Beta(9, 13)
+    exact = np.random.default_rng(0)
+    share = float(np.mean(exact.beta(13, 9, 10**6) > exact.beta(9, 13, 10**6)))  # ~0.82
+    rng = random.Random(9)
+    n, chosen = 4000, Counter[str]()
+    for _ in range(n):
+        assert router.draw_ahead(rng)
+        chosen[router.select(rng).path_id] += 1
+    assert chosen["a"] / n == pytest.approx(share, abs=4 * math.sqrt(share * (1 - share) / n))
+
+
 def test_a_single_path_has_full_propensity() -> None:
     router = router_with("only")
     selection = router.select(np.random.default_rng(0))

@@ -394,8 +394,9 @@ class Intelligence:
         """Draw the next decision of each scope decided on since the last pass (a writer).
 
         The writer wakes while callers wait on their providers (every ``outcome_delay_s``
-        while outcomes come, else at the decision flush): it folds what it stored, then
-        draws each such scope's next decision (:meth:`GoalRouter.draw_ahead`), which the
+        while outcomes come, else at the decision flush), and the reporter thread of
+        ``areport_outcome`` runs this when no report is waiting: each folds what it stored,
+        then draws each such scope's next decision (:meth:`GoalRouter.draw_ahead`), which the
         next ``decide`` with the same arguments takes if nothing changed meanwhile. That
         moves the draw, the slowest part of a decision made right after a network wait,
         off the caller's path; a decision taken this way is the one the caller would have
@@ -988,6 +989,8 @@ class Intelligence:
             reports = [r for r in batch if r is not None]
             if reports:
                 self._write_reports(reports)
+                if self._wanting and self._reports.empty():
+                    self._draw_ahead()  # idle until the next report: the next decisions
             if stopping:
                 return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,25 @@ def test_an_async_report_is_durable_and_learned_when_it_returns(tmp_db: str) -> 
             assert other.store.count_outcomes("default", GOAL) == 1
         (path,) = intel.stats(GOAL)["paths"]
         assert path["total_outcomes"] == 1
+
+
+def test_the_reporter_draws_the_next_decision_once_it_is_idle(tmp_db: str) -> None:
+    # A service's decide, then its report: the reporter thread stores and folds the outcome,
+    # answers, and with no report waiting draws the next decision, which decide then takes.
+    with Intelligence(tmp_db) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        intel.register_path(GOAL, "claude-3-5-sonnet")
+        router = intel._scope(intel.tenant, GOAL, "").router
+        for _ in range(5):
+            decision = intel.decide(GOAL)
+            asyncio.run(intel.areport_outcome(decision["trace_id"], GOAL, success=True))
+            deadline = time.monotonic() + 5
+            while router._ahead is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            ahead = router._ahead
+            assert ahead is not None, "the reporter drew no decision ahead"
+            assert intel.decide(GOAL)["path_id"] == ahead.selection.path_id
+            assert router._ahead is None
 
 
 def test_concurrent_async_reports_share_commits_and_each_is_stored_once(

@@ -450,7 +450,10 @@ class Intelligence:
             scope = self._scopes.get(key)
             if scope is None:
                 scope = self._load_scope(tenant, goal, pipeline_id)
-                self._scopes[key] = scope
+                # A goal with no path is answered from a scope that is not kept: anyone can
+                # name any goal (a service's decide or stats), and each would stay for good.
+                if scope.router.paths:
+                    self._scopes[key] = scope
         return scope
 
     def _load_scope(self, tenant: str, goal: str, pipeline_id: str) -> _Scope:
@@ -1306,9 +1309,11 @@ class Intelligence:
 
     # -- deterministic views -------------------------------------------------------------------
     def _synced_scope(self, tenant: str, goal: str, pipeline_id: str | None) -> _Scope:
+        """A scope for a read (stats, policy, insights), up to date with the store."""
         scope = self._scope(tenant, goal, validate_pipeline_id(pipeline_id))
-        with scope.lock:
-            self._sync(scope)
+        if scope.router.paths:  # else just loaded, and not kept
+            with scope.lock:
+                self._sync(scope)
         return scope
 
     def get_policy(
@@ -1440,7 +1445,7 @@ class Intelligence:
         """
         tenant = self._tenant(tenant)
         goal = validate_goal(goal)
-        excluded = _candidates(exclude_models, field_name="exclude_models")
+        excluded = _candidates(exclude_models, field_name="exclude_models", allow_empty=True)
         if excluded is None:
             raise ValidationError(
                 "exclude_models must be a list of model ids", field="exclude_models"
@@ -1687,12 +1692,21 @@ def _spec_of(record: PathRecord) -> PathSpec:
 
 
 def _candidates(
-    models: Sequence[str] | None, *, field_name: str = "candidate_model_ids"
+    models: Sequence[str] | None,
+    *,
+    field_name: str = "candidate_model_ids",
+    allow_empty: bool = False,
 ) -> list[str] | None:
     if models is None:
         return None
     if isinstance(models, str) or not isinstance(models, Sequence):
         raise ValidationError(f"{field_name} must be a list of model ids", field=field_name)
+    if not models and not allow_empty:
+        raise ValidationError(
+            f"{field_name} is empty: name at least one model, or leave it out (null) to "
+            "consider every path",
+            field=field_name,
+        )
     result = []
     for model in models:
         if not isinstance(model, str) or not model:

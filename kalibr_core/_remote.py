@@ -922,7 +922,7 @@ class RemoteIntelligence:
         """The next best path after excluding models. Raises NoPathAvailableError."""
         self._check_tenant(tenant)
         goal = validate_goal(goal)
-        excluded = _candidates(exclude_models, field_name="exclude_models")
+        excluded = _candidates(exclude_models, field_name="exclude_models", allow_empty=True)
         if excluded is None:
             raise ValidationError(
                 "exclude_models must be a list of model ids", field="exclude_models"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from kalibr_core import Intelligence, NoPathAvailableError
+from kalibr_core import Intelligence, NoPathAvailableError, ValidationError
 
 SeedOutcomes = Callable[..., None]  # the seed_outcomes fixture (conftest.py)
 GOAL = "book_meeting"
@@ -97,6 +97,8 @@ def test_candidate_model_ids_restrict_the_choice(intel: Intelligence) -> None:
     }
     with pytest.raises(NoPathAvailableError, match="unknown-model"):
         intel.decide(GOAL, candidate_model_ids=["unknown-model"])
+    with pytest.raises(ValidationError, match="candidate_model_ids is empty"):
+        intel.decide(GOAL, candidate_model_ids=[])  # a mistake, not "no path available"
 
 
 def test_nothing_is_called_optimal_while_learning(intel: Intelligence) -> None:

@@ -219,3 +219,24 @@ def test_exploration_config_reaches_a_loaded_goal(intel: Intelligence) -> None:
     intel.set_exploration_config(GOAL, exploration_rate=1.0)
     assert all(intel.decide(GOAL)["exploration"] for _ in range(20))
     assert intel.stats(GOAL)["config"]["exploration_rate"] == 1.0
+
+
+def test_reads_about_unregistered_goals_keep_nothing_in_memory(intel: Intelligence) -> None:
+    # Anyone can ask about any name (a service's endpoints): answered, not remembered.
+    intel.register_path(GOAL, "gpt-4o")
+    intel.decide(GOAL)
+    loaded = len(intel._scopes)
+    for i in range(50):
+        name = f"never_registered_{i}"
+        assert intel.stats(name)["paths"] == []
+        with pytest.raises(NotFoundError):
+            intel.get_policy(name)
+        assert intel.get_insights(name)["goals"][0]["goal"] == name
+        with pytest.raises(NoPathAvailableError):
+            intel.decide(name)
+    assert len(intel._scopes) == loaded
+    later = "registered_later"
+    assert intel.stats(later)["paths"] == []
+    intel.register_path(later, "gpt-4o")
+    assert [p["model_id"] for p in intel.stats(later)["paths"]] == ["gpt-4o"]
+    assert intel.decide(later)["model_id"] == "gpt-4o"

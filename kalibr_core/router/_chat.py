@@ -513,11 +513,19 @@ _HF_PARAMS = frozenset(
 )
 
 
-def _hf_kwargs(target: ProviderTarget, params: Mapping[str, Any]) -> dict[str, Any]:
+def _hf_kwargs(
+    target: ProviderTarget, params: Mapping[str, Any], *, stream: bool = False
+) -> dict[str, Any]:
     kwargs = {k: v for k, v in params.items() if k in _HF_PARAMS}
     if "max_completion_tokens" in params and "max_tokens" not in kwargs:
         kwargs["max_tokens"] = params["max_completion_tokens"]
     kwargs["model"] = target.model
+    if stream:
+        # As for OpenAI: a last chunk with the call's token usage (TGI and the router honour
+        # it), so a streamed call records its tokens and cost like a blocking one.
+        options = dict(params.get("stream_options") or {})
+        options.setdefault("include_usage", True)
+        kwargs["stream_options"] = options
     return kwargs
 
 
@@ -587,7 +595,8 @@ def hf_stream(
     client: Any, target: ProviderTarget, messages: Sequence[Any], params: Mapping[str, Any]
 ) -> Iterator[StreamPiece]:
     """Stream a chat completion through ``InferenceClient.chat_completion``."""
-    for chunk in client.chat_completion(list(messages), stream=True, **_hf_kwargs(target, params)):
+    kwargs = _hf_kwargs(target, params, stream=True)
+    for chunk in client.chat_completion(list(messages), stream=True, **kwargs):
         yield _hf_piece(chunk)
 
 
@@ -595,7 +604,8 @@ async def hf_astream(
     client: Any, target: ProviderTarget, messages: Sequence[Any], params: Mapping[str, Any]
 ) -> AsyncIterator[StreamPiece]:
     """Async form of :func:`hf_stream`."""
-    stream = await client.chat_completion(list(messages), stream=True, **_hf_kwargs(target, params))
+    kwargs = _hf_kwargs(target, params, stream=True)
+    stream = await client.chat_completion(list(messages), stream=True, **kwargs)
     async for chunk in stream:
         yield _hf_piece(chunk)
 

@@ -81,6 +81,8 @@ class Trace:
 
 
 _BOOK_KEYS = itertools.count()
+#: Calls an episode (a thread's or task's calls since its last report) holds at most.
+EPISODE_LIMIT = 256
 
 
 class TraceBook:
@@ -110,10 +112,19 @@ class TraceBook:
             traces[trace.trace_id] = trace
             if len(traces) > self._capacity:
                 traces.popitem(last=False)
-            # Keep only calls still waiting for a report: bounded episodes.
-            current = [t for t in earlier if t in traces and not traces[t].reported]
-        current.append(trace.trace_id)
-        self._episodes.set({**episodes, self._key: tuple(current)})
+            # Calls are mostly reported in order (success_when reports each at once): drop
+            # the reported ones at the front, so this costs nothing per call; report() skips
+            # any other reported call.
+            start = 0
+            while start < len(earlier):
+                first = traces.get(earlier[start])
+                if first is not None and not first.reported:
+                    break
+                start += 1
+        # A context that never calls report() keeps its latest EPISODE_LIMIT calls only (the
+        # others stay reportable by trace id): an episode costs at most that per call.
+        start = max(start, len(earlier) - (EPISODE_LIMIT - 1))
+        self._episodes.set({**episodes, self._key: (*earlier[start:], trace.trace_id)})
 
     def cover_earlier(self, trace: Trace) -> None:
         """Mark this context's unreported earlier calls on the same path as covered."""

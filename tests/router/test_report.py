@@ -395,3 +395,27 @@ def test_router_for_trace_does_not_keep_routers_alive(
     gc.collect()
 
     assert router_for_trace(trace_id) is None
+
+
+def test_an_episode_that_is_never_reported_keeps_its_latest_calls_only() -> None:
+    # A context that calls completion() in a loop and never report()s (it reports by trace id,
+    # or not at all): each call must not cost more as calls pile up.
+    from kalibr_core._domain import new_trace_id, normalise_path
+    from kalibr_core.router._outcomes import EPISODE_LIMIT, Trace, TraceBook
+
+    book = TraceBook()
+    path = normalise_path("episodes", "gpt-4o")
+
+    def call() -> Trace:
+        trace = Trace(new_trace_id(), path, path.path_id, "optimal")
+        book.add(trace)
+        return trace
+
+    calls = [call() for _ in range(EPISODE_LIMIT + 40)]
+    assert [t.trace_id for t in book.episode()] == [t.trace_id for t in calls[-EPISODE_LIMIT:]]
+    assert book.get(calls[0].trace_id) is calls[0]  # still reportable by its trace id
+
+    for trace in calls:  # reported one by one (success_when): the episode shrinks to the next
+        book.claim(trace, "success")
+    latest = call()
+    assert book.episode() == [latest]

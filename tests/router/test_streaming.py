@@ -85,7 +85,7 @@ def test_a_stream_is_judged_once_it_has_ended(
     assert outcome.latency_ms > 0
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
+@pytest.mark.parametrize("model", MODELS)
 def test_a_stream_records_its_token_usage_and_cost(
     sim_env: ProviderSimulator, make_router: Any, stored: Any, model: str
 ) -> None:
@@ -100,8 +100,8 @@ def test_a_stream_records_its_token_usage_and_cost(
         blocking.usage.completion_tokens,
     )
     assert streamed.cost_usd == pytest.approx(blocking.kalibr_cost_usd)
-    # One chunk carries the whole call's usage (OpenAI: a last chunk with include_usage;
-    # Anthropic: message_delta, with the prompt's tokens from message_start).
+    # One chunk carries the whole call's usage (OpenAI and HuggingFace: a last chunk with
+    # include_usage; Anthropic: message_delta, with the prompt's tokens from message_start).
     [usage] = [c.usage for c in chunks if c.usage is not None]
     assert (usage.prompt_tokens, usage.completion_tokens) == (
         blocking.usage.prompt_tokens,

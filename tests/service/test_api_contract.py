@@ -79,6 +79,7 @@ def test_decide_without_paths_is_404_and_says_how_to_fix_it(api, acme):
         ({"goal": "not a goal!"}, "goal"),
         ({"goal": GOAL, "task_risk_level": "extreme"}, "task_risk_level"),
         ({"goal": GOAL, "candidate_model_ids": "gpt-4o"}, "candidate_model_ids"),
+        ({"goal": GOAL, "candidate_model_ids": []}, "candidate_model_ids"),
         ({"goal": GOAL, "exploration_rate": 2}, "exploration_rate"),
     ],
 )

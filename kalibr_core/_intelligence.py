@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import copy
 import logging
 import math
@@ -126,6 +125,7 @@ class _Report:
     loop: asyncio.AbstractEventLoop
     record: OutcomeRecord | None = None
     error: BaseException | None = None
+    abandoned: bool = False  # the caller was cancelled (a client gone) before its answer
 
 
 @dataclass(slots=True)
@@ -976,7 +976,11 @@ class Intelligence:
                 )
                 self._reporter.start()
         # shield: a cancelled caller (a client gone) must not cancel the write it is waiting for
-        return await asyncio.shield(report.future)
+        try:
+            return await asyncio.shield(report.future)
+        except asyncio.CancelledError:
+            report.abandoned = True  # an error is then logged: nobody else would see it
+            raise
 
     def _report_loop(self) -> None:
         """The reporter thread: store the queued ``areport_outcome`` calls, a batch per commit."""
@@ -1023,11 +1027,16 @@ class Intelligence:
         self._fold_stored(stored)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
         for report in reports:
+            if report.abandoned:  # nobody waits for this answer any more (its loop may be gone)
+                _log_unanswered(report)
+                continue
             by_loop.setdefault(report.loop, []).append(report)
         for loop, settled in by_loop.items():
-            # A closed loop raises RuntimeError: nobody is waiting there for these answers.
-            with contextlib.suppress(RuntimeError):
+            try:
                 loop.call_soon_threadsafe(self._settle, settled)
+            except RuntimeError:  # a closed loop: nobody is waiting there for these answers
+                for report in settled:
+                    _log_unanswered(report)
 
     def _fold_stored(self, records: list[OutcomeRecord]) -> None:
         """Fold stored outcomes into their scopes now (a writer thread, off any event loop)."""
@@ -1044,6 +1053,9 @@ class Intelligence:
     def _settle(self, reports: list[_Report]) -> None:
         for report in reports:
             if report.future.done():
+                continue
+            if report.abandoned:  # cancelled since the reporter looked
+                _log_unanswered(report)
                 continue
             if report.error is not None:
                 report.future.set_exception(report.error)
@@ -1660,6 +1672,20 @@ def _close_all() -> None:
             intel.close()
         except Exception:  # at exit, one failing instance must not stop the others
             logger.exception("closing kalibr-core intelligence at exit failed")
+
+
+def _log_unanswered(report: _Report) -> None:
+    """An ``areport_outcome`` whose caller is gone: its failure would otherwise go unseen."""
+    if report.error is None:
+        return  # stored: durable whether or not anyone hears it
+    record = report.record
+    logger.error(
+        "an outcome reported with areport_outcome was not stored (%s: %s) and its caller was "
+        "gone before the answer%s; it is lost unless the client sends it again",
+        type(report.error).__name__,
+        report.error,
+        f" (trace {record.trace_id}, goal {record.goal})" if record is not None else "",
+    )
 
 
 def _restore(state: PathState, total: PathTotals) -> None:

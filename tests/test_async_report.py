@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -166,6 +167,44 @@ def test_a_cancelled_caller_still_has_its_outcome_stored(tmp_db: str) -> None:
         asyncio.run(main())
     with Intelligence(tmp_db) as reopened:  # close() waited for the reporter to finish
         assert [o.trace_id for o in reopened.store.outcomes_in_window("default", GOAL, 0)] == ["t1"]
+
+
+@pytest.mark.parametrize("wait_for_the_answer", [True, False], ids=["loop open", "loop closed"])
+def test_a_cancelled_callers_outcome_that_could_not_be_stored_is_logged(
+    tmp_db: str, caplog: pytest.LogCaptureFixture, wait_for_the_answer: bool
+) -> None:
+    # Nobody is left to receive the error: it must not vanish without a word.
+    with Intelligence(tmp_db) as intel:
+        intel.register_path(GOAL, "gpt-4o")
+        release = threading.Event()
+
+        def failing(outcomes: Any) -> Any:
+            release.wait(5)
+            raise StoreError("the database is read-only")
+
+        intel.store.record_outcomes = failing  # type: ignore[method-assign]
+
+        async def main() -> None:
+            task = asyncio.create_task(
+                intel.areport_outcome("t-lost", GOAL, success=True, model_id="gpt-4o")
+            )
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            release.set()
+            if wait_for_the_answer:
+                deadline = time.monotonic() + 5
+                while "t-lost" not in caplog.text and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+
+        with caplog.at_level(logging.ERROR, logger="kalibr_core"):
+            asyncio.run(main())
+            intel.close()  # waits for the reporter
+    lost = [r for r in caplog.records if "t-lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert "was not stored" in lost[0].getMessage()
+    assert "read-only" in lost[0].getMessage()
 
 
 def test_reports_from_several_event_loops_are_each_answered(intel: Intelligence) -> None:

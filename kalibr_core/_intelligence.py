@@ -412,8 +412,8 @@ class Intelligence:
             try:
                 with scope.lock:
                     if time.monotonic() - scope.last_sync > self.sync_interval_s:
-                        self._sync(scope)
-                    elif scope.pending:
+                        continue  # the next decide reads the store first: no draw before it
+                    if scope.pending:
                         self._drain(scope)
                     scope.router.draw_ahead(
                         scope.rng,

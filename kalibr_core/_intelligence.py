@@ -105,8 +105,9 @@ class _Scope:
     last_sync: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
     pending: list[OutcomeRecord] = field(default_factory=list)
-    # The arguments of the latest decision, for the next one to be drawn ahead.
-    ahead_request: tuple[str, list[str] | None, float | None] | None = None
+
+
+_AheadRequest = tuple[str, list[str] | None, float | None]  # risk, candidates, rate
 
 
 class _Issued(NamedTuple):  # one per decision: a tuple is cheaper to build than a dataclass
@@ -222,7 +223,8 @@ class Intelligence:
         self._scopes: dict[tuple[str, str, str], _Scope] = {}
         self._scopes_lock = threading.Lock()
         self._pending: list[tuple[DecisionRecord, Selection]] = []
-        self._wanting: dict[int, _Scope] = {}  # scopes to draw a decision ahead for
+        # Scopes to draw a decision ahead for, with the arguments of their latest decision.
+        self._wanting: dict[int, tuple[_Scope, _AheadRequest]] = {}
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._issued: OrderedDict[tuple[str, str], _Issued] = OrderedDict()
@@ -405,10 +407,7 @@ class Intelligence:
         """
         wanting, self._wanting = self._wanting, {}
         now = time.time()
-        for scope in wanting.values():
-            request = scope.ahead_request
-            if request is None:
-                continue
+        for scope, (risk, candidates, exploration_rate) in wanting.values():
             try:
                 with scope.lock:
                     if time.monotonic() - scope.last_sync > self.sync_interval_s:
@@ -417,10 +416,10 @@ class Intelligence:
                         self._drain(scope)
                     scope.router.draw_ahead(
                         scope.rng,
-                        task_risk_level=request[0],
-                        candidate_model_ids=request[1],
+                        task_risk_level=risk,
+                        candidate_model_ids=candidates,
                         now=now,
-                        exploration_rate=request[2],
+                        exploration_rate=exploration_rate,
                     )
             except Exception:  # the caller draws its decision itself
                 logger.exception("drawing the next decision of %s ahead failed", scope.goal)
@@ -739,10 +738,9 @@ class Intelligence:
             except NoPathAvailableError as exc:
                 raise NoPathAvailableError(f"goal {goal!r}: {exc.message}", goal=goal) from None
             info = router.paths[selection.path_id].info
-            # The background writer draws this scope's next decision while the caller waits
-            # on its provider (see _draw_ahead).
-            scope.ahead_request = (risk, candidates, exploration_rate)
-        self._wanting[id(scope)] = scope
+        # The background writer draws this scope's next decision while the caller waits on
+        # its provider (see _draw_ahead).
+        self._wanting[id(scope)] = (scope, (risk, candidates, exploration_rate))
         trace_id = new_trace_id()
         record = DecisionRecord(
             tenant,

@@ -124,7 +124,6 @@ class _Ahead:
     request: tuple[str, tuple[str, ...] | None, float | None]
     version: int
     drawn_at: float | None
-    state: PathState
     selection: Selection
 
 
@@ -401,7 +400,7 @@ class GoalRouter:
         ):
             self.tick += 1
             self._version += 1
-            ahead.state.pulls += 1
+            self.paths[ahead.selection.path_id].pulls += 1
             return ahead.selection
         states = self.eligible(task_risk_level, candidates)
         if not states:
@@ -411,11 +410,12 @@ class GoalRouter:
             )
         self.tick += 1
         self._version += 1
-        may_explore = task_risk_level != "high" or self.config.exploration_on_high_risk
+        may_explore = self._may_explore(task_risk_level)
         if may_explore:
-            probe = self._due_probe(states, now, self.tick)
-            if probe is not None:
-                if probe.demoted and self.tick >= probe.next_probe_tick:
+            due = self._due_probe(states, now, self.tick)
+            if due is not None:
+                probe, demoted = due
+                if demoted:
                     probe.schedule_probe(self.tick)
                 else:
                     probe.last_probe_at = now
@@ -454,12 +454,15 @@ class GoalRouter:
         states = self.eligible(task_risk_level, candidates)
         if not states:
             return False
-        may_explore = task_risk_level != "high" or self.config.exploration_on_high_risk
+        may_explore = self._may_explore(task_risk_level)
         if may_explore and self._due_probe(states, now, self.tick + 1) is not None:
             return False
-        state, selection = self._draw(rng, states, may_explore, exploration_rate)
-        self._ahead = _Ahead(request, self._version, now, state, selection)
+        _, selection = self._draw(rng, states, may_explore, exploration_rate)
+        self._ahead = _Ahead(request, self._version, now, selection)
         return True
+
+    def _may_explore(self, task_risk_level: str) -> bool:
+        return task_risk_level != "high" or self.config.exploration_on_high_risk
 
     def _draw(
         self,
@@ -561,19 +564,25 @@ class GoalRouter:
             inputs=inputs,
         )
 
-    def _due_probe(self, states: list[PathState], now: float | None, tick: int) -> PathState | None:
-        """The path to probe at this decision (clock ``tick``), if any; changes nothing."""
+    def _due_probe(
+        self, states: list[PathState], now: float | None, tick: int
+    ) -> tuple[PathState, bool] | None:
+        """The path to probe at this decision (clock ``tick``), if any; changes nothing.
+
+        Returns:
+            The path, and True for a demoted path's scheduled probe (False: a stale path's).
+        """
         stale_after = self.config.staleness_days * _DAY
         for state in states:
             if state.demoted and tick >= state.next_probe_tick:
-                return state
+                return state, True
             if (
                 now is not None
                 and state.last_outcome_at is not None
                 and now - state.last_outcome_at > stale_after
                 and (state.last_probe_at is None or now - state.last_probe_at > stale_after)
             ):
-                return state
+                return state, False
         return None
 
     # -- cost tie-break ------------------------------------------------------------------------

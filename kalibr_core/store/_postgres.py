@@ -20,7 +20,8 @@ Writers of different scopes do not wait for each other. ``set_epoch`` takes the 
 its recomputation of the effective statistics sees every outcome whose increment it replaces.
 
 Throughput: concurrent ``record_outcomes`` calls in one process share a transaction (group
-commit, as in SqliteStore), and a batch's statements are sent in one pipeline. A scope's last
+commit, as in SqliteStore); a batch is one statement whatever its size (the outcomes as one
+JSON parameter), sent with its locks in one pipeline, a single implicit transaction. A scope's last
 seq is kept in ``scope_heads`` (read and updated by primary key in the statement that records
 an outcome), not computed as ``MAX(seq)``: on a new database filling fast, with no planner
 statistics yet, prepared plans served ``MAX`` from an index that made each report read every
@@ -153,38 +154,49 @@ _PATH_COLUMNS: Final = (
     "tenant, path_id, goal, model_id, tool_id, params, risk_level, enabled, extra, created_at"
 )
 
-# One statement per outcome: the scope's previous seq, the insert (skipped for a known
-# outcome_id), the scope's new head and the commutative increment of the path's statistics
-# (the scope's advisory lock orders the heads' updates). The CTEs share one
-# snapshot, so ``prev`` does not see the row ``ins`` adds; the statements of a batch run in
-# order, so each sees the outcomes the batch stored before it.
-_RECORD_OUTCOME: Final = """
-WITH prev AS (
-    SELECT COALESCE((SELECT last_seq FROM scope_heads
-        WHERE tenant = %(tenant)s AND goal = %(goal)s AND pipeline_id = %(pipeline_id)s),
-        0) AS seq
+# One statement per batch, whatever its size. The outcomes travel as one JSON array (one
+# parameter: psycopg's per-parameter work in Python was most of a batch's cost, and it held
+# the interpreter lock the service's event loop needs). Each outcome takes its seq from the
+# identity's sequence in the batch's order (``i``), under the scopes' advisory locks taken by
+# the statement before; the insert skips a known outcome_id; each scope's head moves to its
+# highest new seq; each path's statistics get one commutative increment for all its outcomes
+# of the batch. The CTEs share one snapshot, so the final SELECT reads each scope's head as it
+# was before the batch (the caller derives every outcome's ``prev_seq`` from it).
+_RECORD_OUTCOMES: Final = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(batch)s::jsonb) AS t(i INT, tenant TEXT, goal TEXT,
+        pipeline_id TEXT, trace_id TEXT, path_id TEXT, model_id TEXT, tool_id TEXT,
+        params TEXT, success BOOLEAN, score DOUBLE PRECISION, value DOUBLE PRECISION,
+        failure_category TEXT, failure_reason TEXT, metadata TEXT, cost_usd DOUBLE PRECISION,
+        latency_ms DOUBLE PRECISION, input_tokens BIGINT, output_tokens BIGINT,
+        created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, outcome_id TEXT)
+), numbered AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('outcomes', 'seq')) AS seq, ordered.*
+    FROM (SELECT * FROM input ORDER BY i) AS ordered
 ), ins AS (
-    INSERT INTO outcomes (tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id,
-        params, success, score, value, failure_category, failure_reason, metadata, cost_usd,
-        latency_ms, input_tokens, output_tokens, created_at, updated_at, outcome_id)
-    VALUES (%(tenant)s, %(goal)s, %(pipeline_id)s, %(trace_id)s, %(path_id)s, %(model_id)s,
-        %(tool_id)s, %(params)s, %(success)s, %(score)s, %(value)s, %(failure_category)s,
-        %(failure_reason)s, %(metadata)s, %(cost_usd)s, %(latency_ms)s, %(input_tokens)s,
-        %(output_tokens)s, %(created_at)s, %(updated_at)s, %(outcome_id)s)
+    INSERT INTO outcomes (seq, tenant, goal, pipeline_id, trace_id, path_id, model_id,
+        tool_id, params, success, score, value, failure_category, failure_reason, metadata,
+        cost_usd, latency_ms, input_tokens, output_tokens, created_at, updated_at, outcome_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT seq, tenant, goal, pipeline_id, trace_id, path_id, model_id, tool_id, params,
+        success, score, value, failure_category, failure_reason, metadata, cost_usd,
+        latency_ms, input_tokens, output_tokens, created_at, updated_at, outcome_id
+    FROM numbered ORDER BY seq
     ON CONFLICT (tenant, outcome_id) WHERE outcome_id IS NOT NULL DO NOTHING
     RETURNING seq, tenant, goal, pipeline_id, path_id, value, cost_usd, latency_ms, created_at
 ), head AS (
     INSERT INTO scope_heads (tenant, goal, pipeline_id, last_seq)
-    SELECT tenant, goal, pipeline_id, seq FROM ins
-    ON CONFLICT (tenant, goal, pipeline_id) DO UPDATE SET last_seq = excluded.last_seq
+    SELECT tenant, goal, pipeline_id, MAX(seq) FROM ins GROUP BY tenant, goal, pipeline_id
+    ON CONFLICT (tenant, goal, pipeline_id) DO UPDATE
+        SET last_seq = GREATEST(scope_heads.last_seq, excluded.last_seq)
 ), stats AS (
     INSERT INTO path_stats (tenant, goal, pipeline_id, path_id, successes, failures, count,
         cost_sum, cost_n, latency_sum, latency_n, last_outcome_at, eff_successes,
         eff_failures, eff_count)
-    SELECT tenant, goal, pipeline_id, path_id, value, 1.0 - value, 1,
-        COALESCE(cost_usd, 0), (cost_usd IS NOT NULL)::int, COALESCE(latency_ms, 0),
-        (latency_ms IS NOT NULL)::int, created_at, value, 1.0 - value, 1
-    FROM ins WHERE path_id IS NOT NULL
+    SELECT tenant, goal, pipeline_id, path_id, SUM(value), SUM(1.0 - value), COUNT(*),
+        COALESCE(SUM(cost_usd), 0), COUNT(cost_usd), COALESCE(SUM(latency_ms), 0),
+        COUNT(latency_ms), MAX(created_at), SUM(value), SUM(1.0 - value), COUNT(*)
+    FROM ins WHERE path_id IS NOT NULL GROUP BY tenant, goal, pipeline_id, path_id
     ON CONFLICT (tenant, goal, pipeline_id, path_id) DO UPDATE SET
         successes = path_stats.successes + excluded.successes,
         failures = path_stats.failures + excluded.failures,
@@ -199,7 +211,12 @@ WITH prev AS (
         last_outcome_at = GREATEST(COALESCE(path_stats.last_outcome_at, 0),
                                    excluded.last_outcome_at)
 )
-SELECT ins.seq, prev.seq FROM prev LEFT JOIN ins ON true
+SELECT n.i, n.seq, ins.seq IS NOT NULL, COALESCE(h.last_seq, 0)
+FROM numbered n
+LEFT JOIN ins ON ins.seq = n.seq
+LEFT JOIN scope_heads h
+    ON h.tenant = n.tenant AND h.goal = n.goal AND h.pipeline_id = n.pipeline_id
+ORDER BY n.i
 """
 
 _SET_EPOCH: Final = """
@@ -659,29 +676,39 @@ class PostgresStore:
         outcomes = [o for job in jobs for o in job.outcomes]
         if not outcomes:
             return
+        rows = []
+        for i, o in enumerate(outcomes):
+            row = _outcome_params(o)
+            row["i"] = i
+            rows.append(row)
+        batch = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        keys = sorted({self._scope_lock(o.tenant, o.goal, o.pipeline_id) for o in outcomes})
         assigned: list[tuple[int, int, bool]] = []
-        with self._write() as conn:
-            self._lock(conn, (self._scope_lock(o.tenant, o.goal, o.pipeline_id) for o in outcomes))
-            results: list[tuple[int | None, int]] = []
-            with conn.cursor() as cursor:
-                if len(outcomes) == 1:  # the common case: skip executemany's pipeline set-up
-                    cursor.execute(_RECORD_OUTCOME, _outcome_params(outcomes[0]))
-                else:  # pipelined: one round trip for the whole batch
-                    cursor.executemany(
-                        _RECORD_OUTCOME, [_outcome_params(o) for o in outcomes], returning=True
-                    )
-                while True:
-                    row = cursor.fetchone()
-                    assert row is not None  # the final SELECT always yields one row
-                    results.append((row[0], row[1]))
-                    if not cursor.nextset():
-                        break
-            for o, (seq, prev_seq) in zip(outcomes, results, strict=True):
-                if seq is not None:
+        with self._connect() as conn:
+            # Pipelined: the locks and the batch travel together and their results come back
+            # together. With autocommit on, the statements up to the pipeline's one sync form
+            # one implicit transaction (committed at the sync), each statement with its own
+            # snapshot, so the batch reads the heads once it holds its scopes' locks. The
+            # writer waits for the database about once per batch instead of once per
+            # statement, and so takes back the interpreter lock once, which a busy event loop
+            # can keep for milliseconds.
+            with conn.pipeline():
+                for key in keys:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (key,))
+                cursor = conn.execute(_RECORD_OUTCOMES, {"batch": batch})
+            results = cursor.fetchall()
+            by_seq = sorted(zip(outcomes, results, strict=True), key=lambda pair: pair[1][1])
+            heads: dict[tuple[str, str, str], int] = {}
+            for o, (_, seq, inserted, head) in by_seq:  # each scope's chain, in seq order
+                scope = (o.tenant, o.goal, o.pipeline_id)
+                prev_seq = heads.get(scope, head)
+                if inserted:
+                    heads[scope] = seq
                     assigned.append((seq, prev_seq, False))
                     continue
                 # A replay of an outcome already stored (perhaps earlier in this batch, or by
-                # a transaction that committed while this one waited): counted once only.
+                # a transaction that committed before this one): counted once only. Its seq
+                # is read after the commit; outcome ids are never removed.
                 found = conn.execute(
                     "SELECT seq FROM outcomes WHERE tenant = %s AND outcome_id = %s",
                     (o.tenant, o.outcome_id),
@@ -689,7 +716,7 @@ class PostgresStore:
                 assert found is not None
                 assigned.append((found[0], prev_seq, True))
         # Only once committed: a failed batch is retried with the records untouched.
-        for o, (seq, prev_seq, duplicate) in zip(outcomes, assigned, strict=True):
+        for (o, _), (seq, prev_seq, duplicate) in zip(by_seq, assigned, strict=True):
             o.seq, o.prev_seq, o.duplicate = seq, prev_seq, duplicate
 
     def update_latest_outcome(

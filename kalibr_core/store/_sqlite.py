@@ -249,7 +249,10 @@ class SqliteStore:
         self._closed = False
         self._queue: list[_Job] = []
         self._queue_lock = threading.Lock()
+        self._queued = threading.Condition(self._queue_lock)
         self._writing = False
+        self._siblings = 1
+        self._gathering = False
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -529,22 +532,34 @@ class SqliteStore:
         Durable (per the store's ``synchronous`` setting) when this returns. Concurrent callers
         share transactions (group commit): the first caller writes everything queued while it
         held the write lock and wakes the others, so threads reporting at once pay for one
-        commit instead of one each.
+        commit instead of one each. When the last commit was shared by several callers, the
+        next one waits up to ``_GATHER_S`` for as many to queue.
         """
         job = _Job(list(outcomes))
         with self._queue_lock:
             self._queue.append(job)
             leader = not self._writing
             self._writing = self._writing or leader
+            if self._gathering and len(self._queue) >= self._siblings:
+                self._queued.notify()
         if not leader:
             job.done.wait()
         else:
+            first = True
             while True:
                 with self._queue_lock:
+                    if first and len(self._queue) < self._siblings:
+                        self._gathering = True
+                        self._queued.wait_for(lambda: len(self._queue) >= self._siblings, _GATHER_S)
+                        self._gathering = False
+                    first = False
                     batch, self._queue = self._queue, []
                     if not batch:
                         self._writing = False
                         break
+                    # Expect as many next time; a commit alone lowers the expectation by one,
+                    # so that callers who stopped reporting are soon no longer waited for.
+                    self._siblings = len(batch) if len(batch) > 1 else max(1, self._siblings - 1)
                 try:
                     self._write_outcomes(batch)
                 except StoreError as exc:
@@ -925,6 +940,14 @@ def _key_from_row(row: Sequence[Any]) -> ApiKeyRecord:
     return ApiKeyRecord(
         key_id=row[0], tenant=row[1], name=row[2], created_at=row[3], revoked_at=row[4]
     )
+
+
+# How long a group commit's leader waits for the callers it expects (as many as shared its last
+# commit) before it writes. Threads reporting together come back within tens of microseconds
+# of being woken; without the wait, the first one back wrote alone and the rest waited for it,
+# and 4 threads made commits of 1.5 outcomes on average (3 to 4 with it). A lone caller
+# never waits: its commits hold one caller each.
+_GATHER_S = 0.0002
 
 
 class _Job:

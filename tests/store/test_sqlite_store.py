@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +175,44 @@ def test_outcomes_get_increasing_sequence_numbers(store: SqliteStore) -> None:
     assert [o.trace_id for o in store.outcomes_since("default", GOAL, "", first[1])] == ["t3"]
     assert store.count_outcomes("default") == 3
     assert store.count_outcomes("default", "other") == 0
+
+
+def test_callers_who_share_a_commit_are_waited_for_and_a_lone_caller_is_soon_not(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three callers share a commit; the next lone caller's commit waits briefly for company
+    # that does not come, is written alone, and stops the waiting for the ones after it.
+    write = store._write_outcomes
+    gate, commits = threading.Event(), []
+
+    def held_write(jobs: Any) -> None:
+        gate.wait(10)
+        commits.append(sum(len(job.outcomes) for job in jobs))
+        write(jobs)
+
+    monkeypatch.setattr(store, "_write_outcomes", held_write)
+    callers = [
+        threading.Thread(target=store.record_outcomes, args=([outcome(f"t{i}", 1.0)],))
+        for i in range(3)
+    ]
+    callers[0].start()
+    while not store._writing:
+        time.sleep(0.001)  # the first caller leads and is held in its write
+    for caller in callers[1:]:
+        caller.start()
+    while len(store._queue) < 2:
+        time.sleep(0.001)
+    gate.set()
+    for caller in callers:
+        caller.join(10)
+    assert commits == [1, 2]
+    started = time.perf_counter()
+    for i in range(3):
+        store.record_outcomes([outcome(f"alone{i}", 1.0)])
+    assert time.perf_counter() - started < 1.0  # waited at most _GATHER_S, never for good
+    assert commits == [1, 2, 1, 1, 1]
+    assert store._siblings == 1
+    assert store.count_outcomes("default") == 6
 
 
 def test_path_totals_are_kept_incrementally(store: SqliteStore) -> None:

@@ -165,7 +165,9 @@ def serve(
 
     With ``workers`` > 1, uvicorn starts that many processes on the same socket, each with its
     own Intelligence over the shared store (each sees the others' outcomes within
-    ``sync_interval_s``). uvloop and httptools are used when installed (uvicorn's default).
+    ``sync_interval_s``). uvloop and httptools are used when installed (uvicorn's default),
+    httptools through :class:`~kalibr_core.service._http.CoalescingHttpToolsProtocol`, which
+    sends each response in one write.
     """
     if not is_loopback(host) and not allow_remote:
         return _fail(
@@ -198,6 +200,10 @@ def serve(
         "log_level": log_level,
         "access_log": access_log,
     }
+    from kalibr_core.service._http import HAVE_HTTPTOOLS, CoalescingHttpToolsProtocol
+
+    if HAVE_HTTPTOOLS:
+        options["http"] = CoalescingHttpToolsProtocol  # one write per response
     if workers > 1:
         problem = _check_shared_store(store_url)
         if problem is not None:

@@ -30,6 +30,7 @@ import uvicorn
 
 from kalibr_core import Intelligence
 from kalibr_core.service import create_api_key, create_app
+from kalibr_core.service._http import CoalescingHttpToolsProtocol
 from kalibr_core.store import OutcomeRecord
 
 pytestmark = pytest.mark.browser
@@ -87,7 +88,13 @@ def service(tmp_path: Path) -> Iterator[Service]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(create_app(intel), log_config=None, log_level="warning", ws="none")
+    config = uvicorn.Config(  # the protocol `kalibr-core serve` runs
+        create_app(intel),
+        log_config=None,
+        log_level="warning",
+        ws="none",
+        http=CoalescingHttpToolsProtocol,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -22,11 +22,16 @@ import kalibr_core
 from kalibr_core import Intelligence
 from kalibr_core.cli import main
 from kalibr_core.service import create_api_key, create_app
+from kalibr_core.service._http import CoalescingHttpToolsProtocol
 
 
-@pytest.fixture
-def live(tmp_db) -> Iterator[tuple[str, dict[str, str]]]:
-    """A uvicorn server on 127.0.0.1 (ephemeral port) over a SQLite file; (base URL, headers)."""
+@pytest.fixture(params=["httptools", "coalescing"])
+def live(tmp_db, request) -> Iterator[tuple[str, dict[str, str]]]:
+    """A uvicorn server on 127.0.0.1 (ephemeral port) over a SQLite file; (base URL, headers).
+
+    Once with uvicorn's own httptools protocol (the app under any uvicorn), once with the one
+    ``kalibr-core serve`` runs (each response in one write).
+    """
     intel = Intelligence(tmp_db)
     created = create_api_key(intel.store, "acme")
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
@@ -34,7 +39,10 @@ def live(tmp_db) -> Iterator[tuple[str, dict[str, str]]]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(intel), log_config=None, log_level="warning", ws="none")
+    protocol = CoalescingHttpToolsProtocol if request.param == "coalescing" else "httptools"
+    config = uvicorn.Config(
+        create_app(intel), log_config=None, log_level="warning", ws="none", http=protocol
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -1630,33 +1630,61 @@ class Intelligence:
 PROPENSITY_DRAWS = 128
 
 
+# A decision's posterior snapshot: alphas, betas, tie mapping, tie margin.
+_Snapshot = tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...], float]
+
+
 def estimate_propensities(
     selections: Sequence[Selection], rng: np.random.Generator, draws: int = PROPENSITY_DRAWS
 ) -> list[float]:
     """Monte Carlo propensities of many decisions at once (one numpy draw per path count).
 
-    Each decision is re-drawn ``draws`` times from the posterior snapshot it was made from;
-    its propensity is the share of draws that lead to the same path (plus the uniform
-    exploration share). Deterministic choices (probes, a single path) have propensity 1.
+    Each posterior snapshot is re-drawn ``draws`` times under the decision rule (the draw, then
+    the cheaper tie member unless the winner leads it by more than the margin); a decision's
+    propensity is the share of its snapshot's draws that lead to the path it chose, plus its
+    uniform exploration share. Decisions made from the same snapshot (no outcome folded in
+    between, the usual case under load) share its draws. Deterministic choices (probes, a
+    single path) have propensity 1.
     """
     result = [1.0] * len(selections)
-    groups: dict[int, list[int]] = {}
+    wanted: list[tuple[int, _Snapshot]] = []
+    by_size: dict[int, dict[_Snapshot, None]] = {}  # insertion-ordered sets
     for position, selection in enumerate(selections):
         inputs = selection.inputs
-        if inputs is not None and len(inputs.alphas) > 1:
-            groups.setdefault(len(inputs.alphas), []).append(position)
-    for k, positions in groups.items():
-        snapshots = [selections[p].inputs for p in positions]
-        alphas = np.array([s.alphas for s in snapshots if s is not None])
-        betas = np.array([s.betas for s in snapshots if s is not None])
-        mapping = np.array([s.mapping for s in snapshots if s is not None])
-        samples = rng.beta(alphas[:, None, :], betas[:, None, :], size=(len(positions), draws, k))
-        chosen = np.take_along_axis(mapping, np.argmax(samples, axis=2), axis=1)
-        for row, position in enumerate(positions):
-            inputs = selections[position].inputs
-            assert inputs is not None
-            share = float(np.mean(chosen[row] == inputs.index)) if inputs.sampled else 1.0
-            result[position] = round(inputs.rate / k + (1.0 - inputs.rate) * share, 6)
+        if inputs is None or len(inputs.alphas) < 2:
+            continue
+        k = len(inputs.alphas)
+        if not inputs.sampled:  # the argmax: the same path whenever it is not exploring
+            result[position] = round(inputs.rate / k + (1.0 - inputs.rate), 6)
+            continue
+        snapshot = (inputs.alphas, inputs.betas, inputs.mapping, inputs.margin)
+        wanted.append((position, snapshot))
+        by_size.setdefault(k, {})[snapshot] = None
+    shares: dict[_Snapshot, list[float]] = {}
+    for k, group in by_size.items():
+        snapshots = list(group)
+        n = len(snapshots)
+        alphas = np.array([a for a, _, _, _ in snapshots])[:, None, :]  # (n, 1, k)
+        betas = np.array([b for _, b, _, _ in snapshots])[:, None, :]
+        theta = rng.beta(alphas, betas, size=(n, draws, k))
+        chosen = np.argmax(theta, axis=2)  # (n, draws): the winners
+        if any(m != tuple(range(k)) for _, _, m, _ in snapshots):  # a cost tie somewhere
+            mapping = np.array([m for _, _, m, _ in snapshots])  # (n, k)
+            margins = np.array([margin for _, _, _, margin in snapshots])[:, None]
+            targets = np.take_along_axis(mapping, chosen, axis=1)
+            lead = np.take_along_axis(theta, chosen[:, :, None], axis=2)[:, :, 0]
+            lead -= np.take_along_axis(theta, targets[:, :, None], axis=2)[:, :, 0]
+            chosen = np.where(lead <= margins, targets, chosen)
+        cells = (chosen + (np.arange(n) * k)[:, None]).ravel()
+        counts = np.bincount(cells, minlength=n * k).reshape(n, k)
+        for snapshot, row in zip(snapshots, (counts / draws).tolist(), strict=True):
+            shares[snapshot] = row
+    for position, snapshot in wanted:
+        inputs = selections[position].inputs
+        assert inputs is not None
+        k = len(inputs.alphas)
+        share = shares[snapshot][inputs.index]
+        result[position] = round(inputs.rate / k + (1.0 - inputs.rate) * share, 6)
     return result
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from kalibr_core import ExplorationConfig, NoPathAvailableError, NotFoundError, ValidationError
+from kalibr_core._intelligence import estimate_propensities
 from kalibr_core.engine import (
     EngineTuning,
     GoalRouter,
@@ -293,6 +294,48 @@ def test_the_propensity_matches_the_observed_choice_frequency() -> None:
     assert first_a.propensity(np.random.default_rng(6), draws=4000) == pytest.approx(
         share_a, abs=0.05
     )
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batched"])
+def test_the_propensity_follows_the_cost_tie_rule(batch: bool) -> None:
+    # In a cost tie the cheaper path is used unless the costlier one's draw leads by more than
+    # the margin: the costlier path is still chosen now and then, and its propensity must say
+    # how often. (The batched estimate the writer records once ignored the margin and gave
+    # those choices a propensity of 0, which breaks inverse-propensity weighting.)
+    router = router_with("premium", "budget")
+    feed(router, "premium", bernoulli(0.9, 600), cost_usd=0.02)
+    feed(router, "budget", bernoulli(0.89, 600), cost_usd=0.001)
+    rng = np.random.default_rng(13)
+    n = 20_000
+    selections = [router.select(rng) for _ in range(n)]
+    chosen = [s for s in selections if s.path_id == "premium"]
+    share = len(chosen) / n
+    assert 0.003 < share < 0.05  # the margin lets it through, rarely
+    if batch:
+        propensity = estimate_propensities(chosen[:50], np.random.default_rng(1), draws=40_000)
+        assert len(set(propensity)) == 1  # one snapshot: its draws are shared
+        estimate = propensity[0]
+    else:
+        estimate = chosen[0].propensity(np.random.default_rng(1), draws=40_000)
+    assert estimate == pytest.approx(share, abs=4 * math.sqrt(share / n) + 0.002)
+
+
+def test_batched_propensities_of_mixed_decisions_match_each_ones_own() -> None:
+    # Decisions of goals with 2 and 3 paths, from several snapshots, with and without the
+    # uniform exploration share, estimated in one batch: each as if estimated alone.
+    routers = [router_with("a", "b"), router_with("a", "b", "c")]
+    routers.append(router_with("a", "b", "c", config=ExplorationConfig(exploration_rate=0.2)))
+    rng = np.random.default_rng(21)
+    selections = []
+    for round_ in range(3):
+        for router in routers:
+            for path_id, rate in zip(router.paths, (0.7, 0.55, 0.4), strict=False):
+                feed(router, path_id, bernoulli(rate, 10 + 5 * round_))
+            selections += [router.select(rng) for _ in range(4)]
+    batched = estimate_propensities(selections, np.random.default_rng(2), draws=40_000)
+    for selection, estimate in zip(selections, batched, strict=True):
+        alone = selection.propensity(np.random.default_rng(3), draws=40_000)
+        assert estimate == pytest.approx(alone, abs=0.015), selection
 
 
 def test_exploration_rate_one_is_uniform_and_flagged() -> None:

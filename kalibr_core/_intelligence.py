@@ -1628,6 +1628,8 @@ class Intelligence:
 
 # -- helpers ----------------------------------------------------------------------------------
 PROPENSITY_DRAWS = 128
+# How many times as many draws a snapshot gets when a choice made from it was never drawn.
+_RARE_FACTOR = 16
 
 
 # A decision's posterior snapshot: alphas, betas, tie mapping, tie margin.
@@ -1645,6 +1647,10 @@ def estimate_propensities(
     uniform exploration share. Decisions made from the same snapshot (no outcome folded in
     between, the usual case under load) share its draws. Deterministic choices (probes, a
     single path) have propensity 1.
+
+    A choice that was made is never given propensity 0 (inverse-propensity weights need it
+    positive): when none of the draws leads to it, its snapshot is drawn ``_RARE_FACTOR``
+    times as often, and a choice still never drawn gets half of one draw's share.
     """
     result = [1.0] * len(selections)
     wanted: list[tuple[int, _Snapshot]] = []
@@ -1662,30 +1668,44 @@ def estimate_propensities(
         by_size.setdefault(k, {})[snapshot] = None
     shares: dict[_Snapshot, list[float]] = {}
     for k, group in by_size.items():
-        snapshots = list(group)
-        n = len(snapshots)
-        alphas = np.array([a for a, _, _, _ in snapshots])[:, None, :]  # (n, 1, k)
-        betas = np.array([b for _, b, _, _ in snapshots])[:, None, :]
-        theta = rng.beta(alphas, betas, size=(n, draws, k))
-        chosen = np.argmax(theta, axis=2)  # (n, draws): the winners
-        if any(m != tuple(range(k)) for _, _, m, _ in snapshots):  # a cost tie somewhere
-            mapping = np.array([m for _, _, m, _ in snapshots])  # (n, k)
-            margins = np.array([margin for _, _, _, margin in snapshots])[:, None]
-            targets = np.take_along_axis(mapping, chosen, axis=1)
-            lead = np.take_along_axis(theta, chosen[:, :, None], axis=2)[:, :, 0]
-            lead -= np.take_along_axis(theta, targets[:, :, None], axis=2)[:, :, 0]
-            chosen = np.where(lead <= margins, targets, chosen)
-        cells = (chosen + (np.arange(n) * k)[:, None]).ravel()
-        counts = np.bincount(cells, minlength=n * k).reshape(n, k)
-        for snapshot, row in zip(snapshots, (counts / draws).tolist(), strict=True):
-            shares[snapshot] = row
+        shares.update(_snapshot_shares(list(group), k, rng, draws))
+    rare: dict[int, dict[_Snapshot, None]] = {}
+    for position, snapshot in wanted:
+        inputs = selections[position].inputs
+        assert inputs is not None
+        if shares[snapshot][inputs.index] == 0.0:
+            rare.setdefault(len(inputs.alphas), {})[snapshot] = None
+    more = draws * _RARE_FACTOR
+    for k, group in rare.items():
+        shares.update(_snapshot_shares(list(group), k, rng, more))
     for position, snapshot in wanted:
         inputs = selections[position].inputs
         assert inputs is not None
         k = len(inputs.alphas)
-        share = shares[snapshot][inputs.index]
+        share = shares[snapshot][inputs.index] or 0.5 / more
         result[position] = round(inputs.rate / k + (1.0 - inputs.rate) * share, 6)
     return result
+
+
+def _snapshot_shares(
+    snapshots: list[_Snapshot], k: int, rng: np.random.Generator, draws: int
+) -> dict[_Snapshot, list[float]]:
+    """Each snapshot's share of ``draws`` decisions that go to each of its ``k`` paths."""
+    n = len(snapshots)
+    alphas = np.array([a for a, _, _, _ in snapshots])[:, None, :]  # (n, 1, k)
+    betas = np.array([b for _, b, _, _ in snapshots])[:, None, :]
+    theta = rng.beta(alphas, betas, size=(n, draws, k))
+    chosen = np.argmax(theta, axis=2)  # (n, draws): the winners
+    if any(m != tuple(range(k)) for _, _, m, _ in snapshots):  # a cost tie somewhere
+        mapping = np.array([m for _, _, m, _ in snapshots])  # (n, k)
+        margins = np.array([margin for _, _, _, margin in snapshots])[:, None]
+        targets = np.take_along_axis(mapping, chosen, axis=1)
+        lead = np.take_along_axis(theta, chosen[:, :, None], axis=2)[:, :, 0]
+        lead -= np.take_along_axis(theta, targets[:, :, None], axis=2)[:, :, 0]
+        chosen = np.where(lead <= margins, targets, chosen)
+    cells = (chosen + (np.arange(n) * k)[:, None]).ravel()
+    counts = np.bincount(cells, minlength=n * k).reshape(n, k)
+    return dict(zip(snapshots, (counts / draws).tolist(), strict=True))
 
 
 _live: weakref.WeakSet[Intelligence] = weakref.WeakSet()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kalibr_core import ExplorationConfig, NoPathAvailableError, NotFoundError, ValidationError
-from kalibr_core._intelligence import estimate_propensities
+from kalibr_core._intelligence import PROPENSITY_DRAWS, estimate_propensities
 from kalibr_core.engine import (
     EngineTuning,
     GoalRouter,
@@ -25,6 +25,7 @@ from kalibr_core.engine import (
     bernoulli_kl,
 )
 from kalibr_core.engine._insights import PathView, cross_goal_summary, goal_insight
+from kalibr_core.engine._router import PropensityInputs, Selection
 
 
 def router_with(*models: str, config: ExplorationConfig | None = None) -> GoalRouter:
@@ -336,6 +337,28 @@ def test_batched_propensities_of_mixed_decisions_match_each_ones_own() -> None:
     for selection, estimate in zip(selections, batched, strict=True):
         alone = selection.propensity(np.random.default_rng(3), draws=40_000)
         assert estimate == pytest.approx(alone, abs=0.015), selection
+
+
+def test_a_choice_that_was_made_never_gets_propensity_zero() -> None:
+    # A rare choice is drawn again with more draws; one that is practically never drawn gets
+    # half of one draw's share rather than 0 (inverse-propensity weights divide by it).
+    def made(alphas: tuple[float, ...], betas: tuple[float, ...], index: int) -> Selection:
+        inputs = PropensityInputs(alphas, betas, tuple(range(len(alphas))), 0.0, index, True)
+        return Selection("p", "exploration", True, 0.5, 0.5, 10, inputs)
+
+    rare = made((60.0, 46.0), (15.0, 29.0), 1)  # chosen about 1 time in 190
+    hopeless = made((400.0, 1.0), (1.0, 400.0), 1)
+    common = made((60.0, 46.0), (15.0, 29.0), 0)
+    truth = rare.propensity(np.random.default_rng(8), draws=400_000)
+    assert 0.002 < truth < 0.01
+    rare_estimates = []
+    for seed in range(40):  # 128 draws miss it about half the time
+        estimates = estimate_propensities([rare, hopeless, common], np.random.default_rng(seed))
+        assert 0 < estimates[0] < 0.04
+        assert estimates[1] == round(0.5 / (PROPENSITY_DRAWS * 16), 6)
+        assert estimates[2] == pytest.approx(1 - truth, abs=0.04)
+        rare_estimates.append(estimates[0])
+    assert float(np.mean(rare_estimates)) == pytest.approx(truth, abs=0.004)
 
 
 def test_exploration_rate_one_is_uniform_and_flagged() -> None:

@@ -113,6 +113,11 @@ class PropensityInputs:
         return round(self.rate / k + (1.0 - self.rate) * share, 6)
 
 
+#: From this many paths on, a draw with a random.Random takes its Beta draws from numpy (one
+#: call for every path) rather than from random.betavariate (about 1.4 us a path): decide()
+#: with 50 paths took 104-108 us at p50, 77 us this way; at 10 paths numpy was no faster.
+_NUMPY_DRAW_FROM = 16
+
 #: Seconds after which a decision drawn ahead is no longer taken (it was drawn for its time).
 _AHEAD_S = 1.0
 
@@ -162,6 +167,9 @@ class GoalRouter:
         # clock): a decision drawn ahead is taken only if it is unchanged.
         self._version = 0
         self._ahead: _Ahead | None = None
+        # A numpy generator seeded from the random.Random a caller draws with (many paths).
+        self._numpy_source: random.Random | None = None
+        self._numpy: np.random.Generator | None = None
         self._suspects: dict[str, PathState] = {}
 
     @property
@@ -491,13 +499,14 @@ class GoalRouter:
             index = rng.randrange(k) if isinstance(rng, random.Random) else int(rng.integers(k))
             exploration, uniform = True, True
         elif may_explore:
-            if isinstance(rng, random.Random):
+            if isinstance(rng, random.Random) and k < _NUMPY_DRAW_FROM:
                 draw = rng.betavariate
                 theta = [draw(alphas[i], betas[i]) for i in range(k)]
             else:
                 # Beta(a, b) draws as G(a) / (G(a) + G(b)) from one gamma call: the same
                 # distribution as ``rng.beta``, with a third of its per-call overhead.
-                gammas = rng.standard_gamma(alphas + betas).tolist()
+                source = rng if isinstance(rng, np.random.Generator) else self._numpy_rng(rng)
+                gammas = source.standard_gamma(alphas + betas).tolist()
                 theta = [gammas[i] / (gammas[i] + gammas[i + k]) for i in range(k)]
             winner = max(range(k), key=theta.__getitem__)
             index = winner
@@ -528,6 +537,13 @@ class GoalRouter:
         )
         runner_up = max((means[i] for i in range(k) if i != index), default=None)
         return state, self._selection(state, reason, exploration, inputs, runner_up)
+
+    def _numpy_rng(self, rng: random.Random) -> np.random.Generator:
+        """The numpy generator that draws for ``rng`` (seeded from it: still reproducible)."""
+        if self._numpy_source is not rng or self._numpy is None:
+            self._numpy_source = rng
+            self._numpy = np.random.default_rng(rng.getrandbits(64))
+        return self._numpy
 
     def _reason(self, state: PathState, best: PathState, single: bool) -> Reason:
         if state.eff_count < self.config.min_samples_before_exploit or (

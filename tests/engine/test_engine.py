@@ -361,6 +361,27 @@ def test_a_choice_that_was_made_never_gets_propensity_zero() -> None:
     assert float(np.mean(rare_estimates)) == pytest.approx(truth, abs=0.004)
 
 
+def test_many_paths_draw_through_numpy_reproducibly_and_by_the_posterior() -> None:
+    # With many paths a random.Random's draws come from a numpy generator seeded from it:
+    # the same seed still gives the same decisions, and the shares are still Thompson's.
+    def build() -> GoalRouter:
+        router = router_with(*(f"m{i}" for i in range(20)))
+        for i, path_id in enumerate(router.paths):
+            feed(router, path_id, bernoulli(0.75 if i == 0 else 0.6 + 0.005 * i, 40))
+        return router
+
+    first, second = build(), build()
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    picks = [first.select(rng_a).path_id for _ in range(3000)]
+    assert picks == [second.select(rng_b).path_id for _ in range(3000)]
+    share = sum(p == "m0" for p in picks) / len(picks)
+    # m0's share under the same rule, estimated from its posterior snapshot
+    m0 = next(s for s in (first.select(random.Random(i)) for i in range(200)) if s.path_id == "m0")
+    expected = m0.propensity(np.random.default_rng(1), draws=40_000)
+    assert 0.2 < expected < 0.8
+    assert share == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / 3000))
+
+
 def test_exploration_rate_one_is_uniform_and_flagged() -> None:
     router = router_with("a", "b", "c", config=ExplorationConfig(exploration_rate=1.0))
     feed(router, "a", bernoulli(0.99, 100))

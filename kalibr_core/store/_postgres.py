@@ -652,7 +652,9 @@ class PostgresStore:
             self._queue.append(job)
             leader = not self._writing
             self._writing = self._writing or leader
-        if not leader:
+            if not leader:
+                job.done = threading.Event()  # before the leader can take the job
+        if job.done is not None:
             job.done.wait()
         else:
             while True:
@@ -678,7 +680,8 @@ class PostgresStore:
                                 queued.error = alone
                 finally:
                     for queued in batch:
-                        queued.done.set()
+                        if queued.done is not None:
+                            queued.done.set()
         if job.error is not None:
             raise job.error
         return [o.seq for o in job.outcomes]

@@ -338,6 +338,11 @@ def _outcome_params(o: OutcomeRecord) -> dict[str, Any]:
     }
 
 
+def _json_batch(rows: list[dict[str, Any]]) -> str:
+    """Rows as the one JSON parameter of a batch statement (``jsonb_to_recordset``)."""
+    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+
+
 def split_schema(url: str) -> tuple[str, str | None]:
     """Take the kalibr-specific ``schema`` query parameter out of a PostgreSQL URL.
 
@@ -623,9 +628,8 @@ class PostgresStore:
         ]
         if not rows:
             return
-        batch = json.dumps(rows, separators=(",", ":"), allow_nan=False)
         with self._write() as conn:
-            conn.execute(_RECORD_DECISIONS, {"batch": batch})
+            conn.execute(_RECORD_DECISIONS, {"batch": _json_batch(rows)})
 
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
         """The decision that issued this trace id, or None."""
@@ -690,13 +694,8 @@ class PostgresStore:
         outcomes = [o for job in jobs for o in job.outcomes]
         if not outcomes:
             return
-        rows = []
-        for i, o in enumerate(outcomes):
-            row = _outcome_params(o)
-            row["i"] = i
-            rows.append(row)
-        batch = json.dumps(rows, separators=(",", ":"), allow_nan=False)
-        keys = sorted({self._scope_lock(o.tenant, o.goal, o.pipeline_id) for o in outcomes})
+        batch = _json_batch([{**_outcome_params(o), "i": i} for i, o in enumerate(outcomes)])
+        keys = [self._scope_lock(o.tenant, o.goal, o.pipeline_id) for o in outcomes]
         assigned: list[tuple[int, int, bool]] = []
         with self._connect() as conn:
             # Pipelined: the locks and the batch travel together and their results come back
@@ -707,8 +706,7 @@ class PostgresStore:
             # statement, and so takes back the interpreter lock once, which a busy event loop
             # can keep for milliseconds.
             with conn.pipeline():
-                for key in keys:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (key,))
+                self._lock(conn, keys)
                 cursor = conn.execute(_RECORD_OUTCOMES, {"batch": batch})
             results = cursor.fetchall()
             by_seq = sorted(zip(outcomes, results, strict=True), key=lambda pair: pair[1][1])

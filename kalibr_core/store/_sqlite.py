@@ -252,7 +252,6 @@ class SqliteStore:
         self._queued = threading.Condition(self._queue_lock)
         self._writing = False
         self._siblings = 1
-        self._gathering = False
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -542,19 +541,15 @@ class SqliteStore:
             self._writing = self._writing or leader
             if not leader:
                 job.done = threading.Event()  # before the leader can take the job
-            if self._gathering and len(self._queue) >= self._siblings:
-                self._queued.notify()
+            if len(self._queue) >= self._siblings:
+                self._queued.notify()  # a leader gathering callers may go
         if job.done is not None:
             job.done.wait()
         else:
-            first = True
+            with self._queue_lock:
+                self._queued.wait_for(lambda: len(self._queue) >= self._siblings, _GATHER_S)
             while True:
                 with self._queue_lock:
-                    if first and len(self._queue) < self._siblings:
-                        self._gathering = True
-                        self._queued.wait_for(lambda: len(self._queue) >= self._siblings, _GATHER_S)
-                        self._gathering = False
-                    first = False
                     batch, self._queue = self._queue, []
                     if not batch:
                         self._writing = False

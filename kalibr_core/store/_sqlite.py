@@ -47,6 +47,16 @@ logger = logging.getLogger("kalibr_core.store")
 
 SCHEMA_VERSION: Final = 1
 
+# The background checkpoint (see SqliteStore._checkpoint_loop): how often it runs under load,
+# the WAL size (in 4 KiB frames, about 16 MiB) at which it makes the WAL start afresh, how long
+# that waits for another process's write or read, how long it leaves the WAL alone after such
+# a wait failed, and the size the WAL file is cut back to.
+_CHECKPOINT_EVERY_COMMITS: Final = 512
+_WAL_RESTART_FRAMES: Final = 4096
+_RESTART_BUSY_MS: Final = 200
+_RESTART_BACKOFF_S: Final = 5.0
+_WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
         """CREATE TABLE IF NOT EXISTS paths (
@@ -232,11 +242,15 @@ class SqliteStore:
                 # Checkpoints (and their fsyncs) run in a background thread, off the path of
                 # report_outcome; see _checkpoint_loop.
                 self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+                # The WAL file is cut back to this size when it starts afresh.
+                self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
         self._stop = threading.Event()
+        self._checkpoint_due = threading.Event()
+        self._commits = 0
         self._checkpointer: threading.Thread | None = None
         if self.path != ":memory:":
             self._checkpointer = threading.Thread(
@@ -268,6 +282,9 @@ class SqliteStore:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite write failed ({self.path}): {exc}") from exc
+            self._commits += 1
+            if self._commits % _CHECKPOINT_EVERY_COMMITS == 0:
+                self._checkpoint_due.set()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -308,18 +325,42 @@ class SqliteStore:
             raise
 
     def _checkpoint_loop(self, busy_timeout_s: float, interval_s: float = 1.0) -> None:
-        """Copy the WAL into the database every second (PASSIVE: never blocks writers)."""
+        """Copy the WAL into the database in the background, and keep the WAL small.
+
+        Every second, or every ``_CHECKPOINT_EVERY_COMMITS`` commits of this process, a
+        PASSIVE checkpoint copies the WAL without blocking anyone. A WAL starts afresh only at
+        a write that finds it wholly copied, which a steady stream of commits never lets a
+        concurrent checkpoint achieve: the WAL then grows without bound (about 24 KB per
+        one-outcome commit), and every commit and read slows down with it (the WAL index is
+        searched frame table by frame table). So once it holds ``_WAL_RESTART_FRAMES`` frames,
+        the rest is copied with this process's writers held back (RESTART: other processes'
+        writers wait at most this connection's short busy timeout), and the next commit starts
+        the WAL from its beginning.
+        """
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {_RESTART_BUSY_MS}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
         except sqlite3.Error:
             logger.exception(
                 "the checkpoint thread cannot open %s; SQLite will grow the WAL", self.path
             )
             return
+        restart_after = 0.0
         try:
-            while not self._stop.wait(interval_s):
+            while not self._stop.is_set():
+                self._checkpoint_due.wait(interval_s)
+                self._checkpoint_due.clear()
+                if self._stop.is_set():
+                    break
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+                    if frames >= _WAL_RESTART_FRAMES and time.monotonic() >= restart_after:
+                        with self._lock:
+                            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                        if busy:  # another process reads an old snapshot: do not hold
+                            # this one's writers back again and again meanwhile
+                            restart_after = time.monotonic() + _RESTART_BACKOFF_S
                 except sqlite3.Error as exc:  # busy or locked: the next round retries
                     logger.debug("checkpoint of %s skipped: %s", self.path, exc)
         finally:
@@ -332,6 +373,7 @@ class SqliteStore:
                 return
             self._closed = True
             self._stop.set()
+            self._checkpoint_due.set()
             if self._checkpointer is not None:
                 self._checkpointer.join(timeout=5)
                 try:

@@ -82,6 +82,9 @@ def test_an_outage_mid_run_costs_the_agent_nothing_and_loses_no_outcome(
             service.kill()
         if i == RESTART_AT:
             service.start()
+            # An attempt that failed while the service was starting backs the client off for
+            # up to retry_max (+20% jitter); 50 calls can take less than that on a fast host.
+            time.sleep(budget.retry_max * 1.2)
         prompt = f"What is {i} + 17?"
         started = time.perf_counter()
         try:

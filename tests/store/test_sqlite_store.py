@@ -92,6 +92,54 @@ def test_the_journal_is_in_wal_mode(store: SqliteStore, tmp_db: str) -> None:
         connection.close()
 
 
+def _wal_frames(path: str) -> int:
+    """Frames in the WAL since it last started afresh (a PASSIVE checkpoint's report)."""
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        connection.close()
+
+
+def test_the_wal_stays_small_under_a_steady_stream_of_commits(
+    store: SqliteStore, tmp_db: str
+) -> None:
+    # One-outcome commits back to back never leave a concurrent checkpoint a WAL wholly
+    # copied, so the WAL used to grow by about 24 KB a commit for as long as they came
+    # (6,000 commits: ~140 MB, and every commit slower than the one before).
+    for i in range(6_000):
+        store.record_outcomes([outcome(f"t{i}", 1.0)])
+    assert Path(f"{tmp_db}-wal").stat().st_size < 64 * 1024 * 1024
+    assert _wal_frames(tmp_db) < 16_384
+    assert store.count_outcomes("default") == 6_000
+
+
+def test_a_reader_holding_an_old_snapshot_fails_no_write_and_the_wal_shrinks_after_it(
+    store: SqliteStore, tmp_db: str
+) -> None:
+    # Another process reading an old snapshot keeps the WAL from starting afresh; the writes
+    # go on (the checkpoint waits for that reader at most briefly, then leaves it be), and the
+    # WAL is bounded again once the reader is done.
+    store.record_outcomes([outcome("before", 1.0)])
+    reader = sqlite3.connect(tmp_db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 1
+        for i in range(6_000):
+            store.record_outcomes([outcome(f"t{i}", 1.0)])
+        assert reader.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 1
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    store._checkpoint_due.set()  # the round after the reader left (else within 1 s)
+    deadline = time.monotonic() + 10
+    while _wal_frames(tmp_db) >= 16_384 and time.monotonic() < deadline:
+        store.record_outcomes([outcome(f"after{time.monotonic()}", 1.0)])
+        time.sleep(0.05)
+    assert _wal_frames(tmp_db) < 16_384
+    assert store.count_outcomes("default") >= 6_001
+
+
 def test_a_database_from_a_newer_version_is_refused(tmp_db: str) -> None:
     with Intelligence(tmp_db) as intel:
         intel.register_path(GOAL, "gpt-4o")

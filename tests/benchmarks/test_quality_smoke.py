@@ -76,3 +76,16 @@ def test_the_engine_learns_a_stationary_goal_without_false_alarms(report: dict) 
 def test_a_recovered_path_is_adopted_again(report: dict) -> None:
     assert _stat(report, "B4", "kalibr", "never_recovered") < 1.0
     assert _stat(report, "B4", "kalibr", "regret") < _stat(report, "B4", "ts", "regret")
+
+
+def test_the_blind_phase_of_delayed_feedback_costs_what_uniform_choice_does() -> None:
+    # B5's stationary check: before the first delayed outcome arrives, nothing tells the paths
+    # apart; uniform choice over B1's means (.90 .85 .80 .70 .60) costs 0.13 per request.
+    from benchmarks.blind_phase import main, split_regret
+
+    blind, _ = split_regret("kalibr", 100, seeds=4)
+    informed, _ = split_regret("kalibr", 0, seeds=4)
+    assert 10.0 < blind < 16.0
+    assert informed < blind - 2.0
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0"])

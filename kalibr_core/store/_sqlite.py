@@ -368,14 +368,17 @@ class SqliteStore:
 
     def close(self) -> None:
         """Checkpoint and close the connection (idempotent)."""
+        # The checkpoint thread is stopped before taking the lock: it may be waiting for the
+        # lock to hold writers back, and would only get it after the join gave up.
+        self._stop.set()
+        self._checkpoint_due.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
-            self._checkpoint_due.set()
             if self._checkpointer is not None:
-                self._checkpointer.join(timeout=5)
                 try:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:

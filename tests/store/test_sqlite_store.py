@@ -19,6 +19,7 @@ from kalibr_core.store import (
     DecisionRecord,
     OutcomeRecord,
     SqliteStore,
+    _sqlite,
     open_store,
 )
 
@@ -138,6 +139,54 @@ def test_a_reader_holding_an_old_snapshot_fails_no_write_and_the_wal_shrinks_aft
         time.sleep(0.05)
     assert _wal_frames(tmp_db) < 16_384
     assert store.count_outcomes("default") >= 6_001
+
+
+def test_closing_does_not_wait_for_a_checkpoint_round_under_way(
+    tmp_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round that is under way when close() begins goes on to hold the writers back, which
+    # takes the store's lock: close() used to hold that lock while it waited for the thread.
+    monkeypatch.setattr(_sqlite, "_WAL_RESTART_FRAMES", 0)  # every round holds writers back
+    in_round, go_on = threading.Event(), threading.Event()
+    connect = sqlite3.connect
+
+    class HeldCheckpoints:
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self._connection = connection
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if "PASSIVE" in sql and not go_on.is_set():
+                in_round.set()
+                go_on.wait(10)
+            return self._connection.execute(sql, *args)
+
+        def close(self) -> None:
+            self._connection.close()
+
+    def connecting(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        if threading.current_thread().name == "kalibr-checkpoint":
+            return HeldCheckpoints(connection)
+        return connection
+
+    monkeypatch.setattr(_sqlite.sqlite3, "connect", connecting)
+    store = SqliteStore(tmp_db)
+    store.record_outcomes([outcome("t", 1.0)])
+    store._checkpoint_due.set()
+    assert in_round.wait(10)
+    closer = threading.Thread(target=store.close)
+    started = time.monotonic()
+    closer.start()
+    time.sleep(0.2)  # close() is under way
+    go_on.set()
+    closer.join(10)
+    assert time.monotonic() - started < 2.0  # it used to wait out its 5 s join
+    monkeypatch.setattr(_sqlite.sqlite3, "connect", connect)
+    reopened = SqliteStore(tmp_db)
+    try:
+        assert reopened.count_outcomes("default") == 1
+    finally:
+        reopened.close()
 
 
 def test_a_database_from_a_newer_version_is_refused(tmp_db: str) -> None:

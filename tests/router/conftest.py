@@ -148,3 +148,44 @@ def rejecting_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+#: What the odd server answers (HTTP 200) for each model name: not an OpenAI completion.
+ODD_BODIES = {
+    "odd-list": ("application/json", b"[]"),
+    "odd-choice": ("application/json", b'{"id": "x", "choices": ["not an object"]}'),
+    "odd-html": ("text/html", b"<html><body>Sign in to the network</body></html>"),
+}
+
+
+class _OddBodyHandler(BaseHTTPRequestHandler):
+    """Answers 200 with a body that is not a completion (a captive portal, a broken proxy)."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        model = json.loads(self.rfile.read(length)).get("model")
+        content_type, body = ODD_BODIES[model]
+        self.send_response(200)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def odd_body_url() -> Iterator[str]:
+    """The base URL of a loopback server answering 200 with what is not a completion."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddBodyHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

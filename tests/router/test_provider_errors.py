@@ -189,3 +189,46 @@ def test_a_failure_is_not_reported_twice_by_the_caller(
         router.report(success=False, failure_category="unknown")
 
     assert [o.failure_category for o in stored("failed_then_report")] == ["provider_error"]
+
+
+@pytest.mark.parametrize("model", ["odd-list", "odd-choice", "odd-html"])
+def test_a_200_that_is_not_a_completion_is_a_provider_error(
+    sim_env: ProviderSimulator, make_router: Any, stored: Any, odd_body_url: str, model: str
+) -> None:
+    # The Router reads the completion's JSON itself (the SDK's raw response): a body that is
+    # not one fails the call and is recorded, as the SDK's own parsing would have.
+    router = make_router(
+        "odd_bodies", [{"model": model, "provider": "openai", "base_url": odd_body_url}]
+    )
+
+    with pytest.raises(ProviderError) as caught:
+        router.completion(ask(SUM))
+
+    assert type(caught.value) is ProviderError
+    assert isinstance(caught.value.__cause__, ValueError)  # JSONDecodeError is one too
+    assert caught.value.failure_category == "provider_error"
+    [outcome] = stored("odd_bodies")
+    assert (outcome.success, outcome.failure_category, outcome.model_id) == (
+        False,
+        "provider_error",
+        model,
+    )
+
+
+def test_a_completion_is_read_whole_from_the_raw_response(
+    sim_env: ProviderSimulator, make_router: Any
+) -> None:
+    router = make_router("whole_completion", ["gpt-4o"], success_when=bool)
+
+    response = router.completion(ask(SUM), max_tokens=20)
+
+    [record] = sim_env.records("gpt-4o")
+    assert response.choices[0].message.content == "42"
+    assert response.choices[0].finish_reason == "stop"
+    assert response.model == "gpt-4o"
+    assert response.id.startswith("chatcmpl-")
+    assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
+    assert response.usage.total_tokens == (
+        response.usage.prompt_tokens + response.usage.completion_tokens
+    )
+    assert response.created > 0

@@ -131,19 +131,28 @@ def test_faithfulness_evaluations_teach_the_router_to_avoid_the_hallucinating_mo
 ) -> None:
     sim_env.set_script("rag-liar", ModelScript(accuracy=0.0))
     sim_env.set_script("rag-faithful", ModelScript(accuracy=1.0))
-    Settings.llm = Kalibr(
-        router=Router("grounded_answers", ["rag-liar", "rag-faithful"], intelligence=intel)
-    )
-    engine = index.as_query_engine(similarity_top_k=2)
-    reported: list[str] = []
 
-    for question in list(QUESTIONS) * 15:
+    def ask_and_judge(engine: Any, question: str) -> list[str]:
         response = engine.query(question)
         result = judge.evaluate_response(query=question, response=response)
         assert result.passing == (str(response) == QUESTIONS[question])
-        reported += handler.report_evaluation(
+        return handler.report_evaluation(
             result, response=response, failure_category="hallucination_detected"
         )
+
+    router = Router("grounded_answers", ["rag-liar", "rag-faithful"], intelligence=intel)
+    reported: list[str] = []
+    # One round on each model first (forced, and still learned from): a Thompson draw can
+    # settle on the faithful model before it ever tries the liar, leaving nothing to learn.
+    rounds = [
+        (Kalibr(router=router, additional_kwargs={"force_model": model}), 1)
+        for model in ("rag-liar", "rag-faithful")
+    ]
+    for llm, times in [*rounds, (Kalibr(router=router), 13)]:
+        Settings.llm = llm
+        engine = index.as_query_engine(similarity_top_k=2)
+        for question in list(QUESTIONS) * times:
+            reported += ask_and_judge(engine, question)
 
     intel.flush()
     outcomes = {

@@ -2,8 +2,9 @@
 
 * OpenAI and every OpenAI-compatible endpoint (Google, DeepSeek, Ollama, custom base URLs):
   the ``openai`` SDK; a completion's body is read as JSON from its raw response.
-* Anthropic: the ``anthropic`` SDK; system messages go to ``system=``, OpenAI tool definitions
-  and tool messages are mapped to ``tools``/``tool_use``/``tool_result`` and back.
+* Anthropic: the ``anthropic`` SDK, a message's body read the same way; system messages go to
+  ``system=``, OpenAI tool definitions and tool messages are mapped to
+  ``tools``/``tool_use``/``tool_result`` and back.
 * HuggingFace: ``huggingface_hub.InferenceClient.chat_completion``.
 
 Each adapter returns a :class:`ChatResult` (or yields :class:`StreamPiece` s when streaming);
@@ -103,10 +104,18 @@ class StreamAccumulator:
 
 
 # -- OpenAI and OpenAI-compatible ---------------------------------------------------------------
-# A completion is read from the SDK's raw response (``with_raw_response``): the SDK still
-# sends the request, retries, times out and raises its typed errors for every failed status,
-# but the Router builds its own OpenAI-shaped response, so the SDK's model of the body
-# (validated pydantic objects, about 0.1 ms per call) would be built only to be copied.
+# A completion is read from the SDK's raw response (``with_raw_response``; Anthropic's too):
+# the SDK still sends the request, retries, times out and raises its typed errors for every
+# failed status, but the Router builds its own OpenAI-shaped response, so the SDK's model of
+# the body (validated pydantic objects, about 0.1 ms per call) would be built only to be copied.
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    """A response body that must be a JSON object (JSONDecodeError or ValueError if not)."""
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError(f"the provider answered a JSON {type(data).__name__}, not {what}")
+    return data
+
+
 def _openai_tool_calls(message: Mapping[str, Any]) -> list[ToolCall] | None:
     calls = message.get("tool_calls")
     if not calls or not isinstance(calls, list):
@@ -135,9 +144,7 @@ def _openai_result(body: bytes, target: ProviderTarget) -> ChatResult:
         json.JSONDecodeError: the body is not JSON (the Router reports a provider error).
         ValueError: it is JSON but not a completion object.
     """
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError(f"the provider answered a JSON {type(data).__name__}, not a completion")
+    data = _json_object(body, "a completion")
     choices = data.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
     if not isinstance(choice, dict):
@@ -400,28 +407,40 @@ def anthropic_params(messages: Sequence[Any], params: Mapping[str, Any]) -> dict
     return kwargs
 
 
-def _anthropic_result(response: Any, target: ProviderTarget) -> ChatResult:
+def _anthropic_result(body: bytes, target: ProviderTarget) -> ChatResult:
+    """A message's JSON body (read raw, as for OpenAI) as a :class:`ChatResult`."""
+    data = _json_object(body, "a message")
+    blocks = data.get("content")
+    if not isinstance(blocks, list):
+        raise ValueError("the provider's message has no content list")
     texts: list[str] = []
     calls: list[ToolCall] = []
-    for block in response.content:
-        if block.type == "text":
-            texts.append(block.text)
-        elif block.type == "tool_use":
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise ValueError("the provider's message has a content block that is not an object")
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use":
             calls.append(
                 ToolCall(
-                    id=block.id,
-                    function=FunctionCall(name=block.name, arguments=json.dumps(block.input)),
+                    id=str(block.get("id") or ""),
+                    function=FunctionCall(
+                        name=str(block.get("name") or ""),
+                        arguments=json.dumps(block.get("input") or {}),
+                    ),
                 )
             )
-    usage = response.usage
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     return ChatResult(
-        model=response.model or target.model,
+        model=data.get("model") or target.model,
         content="".join(texts) if texts or not calls else None,
         tool_calls=calls or None,
-        finish_reason=normalise_finish_reason(response.stop_reason),
-        prompt_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-        id=response.id,
+        finish_reason=normalise_finish_reason(data.get("stop_reason")),
+        prompt_tokens=int(usage.get("input_tokens") or 0),
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        id=str(data.get("id") or ""),
         created=int(time.time()),
     )
 
@@ -430,18 +449,20 @@ def anthropic_chat(
     client: Any, target: ProviderTarget, messages: Sequence[Any], params: Mapping[str, Any]
 ) -> ChatResult:
     """One chat completion through the anthropic SDK."""
-    response = client.messages.create(model=target.model, **anthropic_params(messages, params))
-    return _anthropic_result(response, target)
+    raw = client.messages.with_raw_response.create(
+        model=target.model, **anthropic_params(messages, params)
+    )
+    return _anthropic_result(raw.http_response.content, target)
 
 
 async def anthropic_achat(
     client: Any, target: ProviderTarget, messages: Sequence[Any], params: Mapping[str, Any]
 ) -> ChatResult:
     """Async form of :func:`anthropic_chat`."""
-    response = await client.messages.create(
+    raw = await client.messages.with_raw_response.create(
         model=target.model, **anthropic_params(messages, params)
     )
-    return _anthropic_result(response, target)
+    return _anthropic_result(raw.http_response.content, target)
 
 
 class _AnthropicStreamState:

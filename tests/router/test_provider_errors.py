@@ -191,14 +191,20 @@ def test_a_failure_is_not_reported_twice_by_the_caller(
     assert [o.failure_category for o in stored("failed_then_report")] == ["provider_error"]
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 @pytest.mark.parametrize("model", ["odd-list", "odd-choice", "odd-html"])
 def test_a_200_that_is_not_a_completion_is_a_provider_error(
-    sim_env: ProviderSimulator, make_router: Any, stored: Any, odd_body_url: str, model: str
+    sim_env: ProviderSimulator,
+    make_router: Any,
+    stored: Any,
+    odd_body_url: str,
+    model: str,
+    provider: str,
 ) -> None:
     # The Router reads the completion's JSON itself (the SDK's raw response): a body that is
     # not one fails the call and is recorded, as the SDK's own parsing would have.
     router = make_router(
-        "odd_bodies", [{"model": model, "provider": "openai", "base_url": odd_body_url}]
+        "odd_bodies", [{"model": model, "provider": provider, "base_url": odd_body_url}]
     )
 
     with pytest.raises(ProviderError) as caught:

@@ -186,7 +186,12 @@ class Intelligence:
             before the background writer stores it (with the others queued meanwhile, in one
             commit): the bound on the time a Router outcome is not yet durable, and on how
             late this process's own decisions learn from it.
-        seed: Seed of the sampling generators (reproducible decisions in tests).
+        seed: Seed of the sampling generators. The same calls in the same order draw the
+            same decisions, except where the background writer takes part at times of the
+            machine's choosing: a decision it draws ahead and is then dropped has used random
+            numbers, and outcomes queued by Routers are folded when it stores them. Tests
+            that need one exact sequence report with ``report_outcome()`` (folded at the
+            next decision) and must not depend on a particular draw otherwise.
         tuning: Engine tuning (defaults are what the benchmarks measure).
 
     Example:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -105,39 +106,10 @@ def stored(intel: Intelligence) -> Stored:
     return outcomes
 
 
-class _RejectingHandler(BaseHTTPRequestHandler):
-    """Answers every request with OpenAI's 401 (a revoked key)."""
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        body = json.dumps(
-            {
-                "error": {
-                    "message": "Incorrect API key provided.",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "invalid_api_key",
-                }
-            }
-        ).encode()
-        self.send_response(401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def rejecting_url() -> Iterator[str]:
-    """The base URL of a loopback OpenAI-compatible server that rejects every key (HTTP 401).
-
-    The simulator accepts any key, so a revoked key needs a server of its own.
-    """
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RejectingHandler)
+@contextmanager
+def _loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port; yields its ``/v1`` base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
@@ -148,6 +120,48 @@ def rejecting_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _CannedHandler(BaseHTTPRequestHandler):
+    """A quiet handler answering each POST with :meth:`answer`'s (status, type, body)."""
+
+    def answer(self, request: bytes) -> tuple[int, str, bytes]:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        status, content_type, body = self.answer(self.rfile.read(length))
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _RejectingHandler(_CannedHandler):
+    """Answers every request with OpenAI's 401 (a revoked key)."""
+
+    def answer(self, request: bytes) -> tuple[int, str, bytes]:
+        error = {
+            "message": "Incorrect API key provided.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+        return 401, "application/json", json.dumps({"error": error}).encode()
+
+
+@pytest.fixture(scope="module")
+def rejecting_url() -> Iterator[str]:
+    """The base URL of a loopback OpenAI-compatible server that rejects every key (HTTP 401).
+
+    The simulator accepts any key, so a revoked key needs a server of its own.
+    """
+    with _loopback_server(_RejectingHandler) as url:
+        yield url
 
 
 #: What the odd server answers (HTTP 200) for each model name: not an OpenAI completion.
@@ -158,34 +172,16 @@ ODD_BODIES = {
 }
 
 
-class _OddBodyHandler(BaseHTTPRequestHandler):
+class _OddBodyHandler(_CannedHandler):
     """Answers 200 with a body that is not a completion (a captive portal, a broken proxy)."""
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        model = json.loads(self.rfile.read(length)).get("model")
-        content_type, body = ODD_BODIES[model]
-        self.send_response(200)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def answer(self, request: bytes) -> tuple[int, str, bytes]:
+        content_type, body = ODD_BODIES[json.loads(request)["model"]]
+        return 200, content_type, body
 
 
 @pytest.fixture(scope="module")
 def odd_body_url() -> Iterator[str]:
     """The base URL of a loopback server answering 200 with what is not a completion."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddBodyHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _loopback_server(_OddBodyHandler) as url:
+        yield url

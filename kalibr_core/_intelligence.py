@@ -70,7 +70,7 @@ from kalibr_core.engine import (
     Selection,
 )
 from kalibr_core.engine._insights import PathView, cross_goal_summary, goal_insight
-from kalibr_core.engine._router import PropensityInputs
+from kalibr_core.engine._router import PropensityInputs, snapshot_shares
 from kalibr_core.engine._timeline import DEFAULT_ROLLING, MAX_BUCKETS, Bucket
 from kalibr_core.engine._timeline import timeline as bucket_timeline
 from kalibr_core.store import (
@@ -1638,10 +1638,6 @@ PROPENSITY_DRAWS = 128
 _RARE_FACTOR = 16
 
 
-# A decision's posterior snapshot: alphas, betas, tie mapping, tie margin.
-_Snapshot = tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...], float]
-
-
 def estimate_propensities(
     selections: Sequence[Selection], rng: np.random.Generator, draws: int = PROPENSITY_DRAWS
 ) -> list[float]:
@@ -1659,52 +1655,22 @@ def estimate_propensities(
     times as often, and a choice still never drawn gets half of one draw's share.
     """
     result = [1.0] * len(selections)
-    wanted: list[tuple[int, PropensityInputs, _Snapshot]] = []
+    wanted: list[tuple[int, PropensityInputs]] = []
     for position, selection in enumerate(selections):
         inputs = selection.inputs
         if inputs is None or len(inputs.alphas) < 2:
             continue
         if not inputs.sampled:  # the argmax: the same path whenever it is not exploring
-            result[position] = round(inputs.rate / len(inputs.alphas) + (1.0 - inputs.rate), 6)
+            result[position] = inputs.with_share(1.0)
             continue
-        snapshot = (inputs.alphas, inputs.betas, inputs.mapping, inputs.margin)
-        wanted.append((position, inputs, snapshot))
-    shares = _snapshot_shares([s for _, _, s in wanted], rng, draws)
+        wanted.append((position, inputs))
+    shares = snapshot_shares([inputs.snapshot for _, inputs in wanted], rng, draws)
     more = draws * _RARE_FACTOR
-    rare = [s for _, inputs, s in wanted if shares[s][inputs.index] == 0.0]
-    shares.update(_snapshot_shares(rare, rng, more))
-    for position, inputs, snapshot in wanted:
-        share = shares[snapshot][inputs.index] or 0.5 / more
-        result[position] = round(inputs.rate / len(inputs.alphas) + (1.0 - inputs.rate) * share, 6)
+    rare = [i.snapshot for _, i in wanted if shares[i.snapshot][i.index] == 0.0]
+    shares.update(snapshot_shares(rare, rng, more))
+    for position, inputs in wanted:
+        result[position] = inputs.with_share(shares[inputs.snapshot][inputs.index] or 0.5 / more)
     return result
-
-
-def _snapshot_shares(
-    snapshots: Sequence[_Snapshot], rng: np.random.Generator, draws: int
-) -> dict[_Snapshot, list[float]]:
-    """Each distinct snapshot's share of ``draws`` decisions that go to each of its paths."""
-    by_size: dict[int, dict[_Snapshot, None]] = {}  # insertion-ordered sets
-    for snapshot in snapshots:
-        by_size.setdefault(len(snapshot[0]), {})[snapshot] = None
-    shares: dict[_Snapshot, list[float]] = {}
-    for k, group in by_size.items():
-        distinct = list(group)
-        n = len(distinct)
-        alphas = np.array([a for a, _, _, _ in distinct])[:, None, :]  # (n, 1, k)
-        betas = np.array([b for _, b, _, _ in distinct])[:, None, :]
-        theta = rng.beta(alphas, betas, size=(n, draws, k))
-        chosen = np.argmax(theta, axis=2)  # (n, draws): the winners
-        if any(m != tuple(range(k)) for _, _, m, _ in distinct):  # a cost tie somewhere
-            mapping = np.array([m for _, _, m, _ in distinct])  # (n, k)
-            margins = np.array([margin for _, _, _, margin in distinct])[:, None]
-            targets = np.take_along_axis(mapping, chosen, axis=1)
-            lead = np.take_along_axis(theta, chosen[:, :, None], axis=2)[:, :, 0]
-            lead -= np.take_along_axis(theta, targets[:, :, None], axis=2)[:, :, 0]
-            chosen = np.where(lead <= margins, targets, chosen)
-        cells = (chosen + (np.arange(n) * k)[:, None]).ravel()
-        counts = np.bincount(cells, minlength=n * k).reshape(n, k)
-        shares.update(zip(distinct, (counts / draws).tolist(), strict=True))
-    return shares
 
 
 _live: weakref.WeakSet[Intelligence] = weakref.WeakSet()

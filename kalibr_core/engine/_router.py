@@ -82,6 +82,10 @@ class Selection:
         return self.inputs.estimate(rng, draws)
 
 
+#: A decision's posterior snapshot: alphas, betas, tie mapping, tie margin.
+PosteriorSnapshot = tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...], float]
+
+
 @dataclass(frozen=True, slots=True)
 class PropensityInputs:
     """The posterior snapshot a decision was drawn from, to estimate its propensity later."""
@@ -96,21 +100,55 @@ class PropensityInputs:
 
     def estimate(self, rng: np.random.Generator, draws: int) -> float:
         """Monte Carlo estimate of P(choice == index) under the same decision rule."""
-        k = len(self.alphas)
-        if k == 1:
+        if len(self.alphas) == 1:
             return 1.0
-        if self.sampled:
-            samples = rng.beta(self.alphas, self.betas, size=(draws, k))
-            winners = np.argmax(samples, axis=1)
-            targets = np.asarray(self.mapping)[winners]
-            rows = np.arange(draws)
-            # The cheaper tie member replaces the winner unless the winner leads by > margin.
-            swap = samples[rows, winners] - samples[rows, targets] <= self.margin
-            chosen = np.where(swap, targets, winners)
-            share = float(np.mean(chosen == self.index))
-        else:
-            share = 1.0
-        return round(self.rate / k + (1.0 - self.rate) * share, 6)
+        if not self.sampled:
+            return self.with_share(1.0)
+        snapshot = self.snapshot
+        return self.with_share(snapshot_shares([snapshot], rng, draws)[snapshot][self.index])
+
+    def with_share(self, share: float) -> float:
+        """The propensity, given the share of posterior draws that lead to this choice."""
+        return round(self.rate / len(self.alphas) + (1.0 - self.rate) * share, 6)
+
+    @property
+    def snapshot(self) -> PosteriorSnapshot:
+        """What the draws depend on (alphas, betas, tie mapping, tie margin): decisions with
+        the same snapshot share their Monte Carlo draws."""
+        return (self.alphas, self.betas, self.mapping, self.margin)
+
+
+def snapshot_shares(
+    snapshots: Sequence[PosteriorSnapshot], rng: np.random.Generator, draws: int
+) -> dict[PosteriorSnapshot, list[float]]:
+    """Each distinct snapshot's share of ``draws`` decisions that go to each of its paths.
+
+    The decision rule: the posterior draw's winner, replaced by the cheaper tie member its
+    mapping names unless the winner leads that member by more than the margin. Snapshots with
+    as many paths are drawn in one numpy call.
+    """
+    by_size: dict[int, dict[PosteriorSnapshot, None]] = {}  # insertion-ordered sets
+    for snapshot in snapshots:
+        by_size.setdefault(len(snapshot[0]), {})[snapshot] = None
+    shares: dict[PosteriorSnapshot, list[float]] = {}
+    for k, group in by_size.items():
+        distinct = list(group)
+        n = len(distinct)
+        alphas = np.array([a for a, _, _, _ in distinct])[:, None, :]  # (n, 1, k)
+        betas = np.array([b for _, b, _, _ in distinct])[:, None, :]
+        theta = rng.beta(alphas, betas, size=(n, draws, k))
+        chosen = np.argmax(theta, axis=2)  # (n, draws): the winners
+        if any(m != tuple(range(k)) for _, _, m, _ in distinct):  # a cost tie somewhere
+            mapping = np.array([m for _, _, m, _ in distinct])  # (n, k)
+            margins = np.array([margin for _, _, _, margin in distinct])[:, None]
+            targets = np.take_along_axis(mapping, chosen, axis=1)
+            lead = np.take_along_axis(theta, chosen[:, :, None], axis=2)[:, :, 0]
+            lead -= np.take_along_axis(theta, targets[:, :, None], axis=2)[:, :, 0]
+            chosen = np.where(lead <= margins, targets, chosen)
+        cells = (chosen + (np.arange(n) * k)[:, None]).ravel()
+        counts = np.bincount(cells, minlength=n * k).reshape(n, k)
+        shares.update(zip(distinct, (counts / draws).tolist(), strict=True))
+    return shares
 
 
 #: From this many paths on, a draw with a random.Random takes its Beta draws from numpy (one

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from kalibr_core._domain import PathSpec
 from kalibr_core._errors import StoreError
+from kalibr_core.store._group import GroupCommit, _Job
 from kalibr_core.store._records import (
     ApiKeyRecord,
     CorrectionRecord,
@@ -63,7 +63,7 @@ from kalibr_core.store._records import (
     PathRecord,
     PathTotals,
 )
-from kalibr_core.store._sqlite import _dumps, _Job, _jsonable_extra, _loads
+from kalibr_core.store._sqlite import _dumps, _jsonable_extra, _loads
 
 logger = logging.getLogger("kalibr_core.store")
 
@@ -360,7 +360,7 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schemas[-1] or None
 
 
-class PostgresStore:
+class PostgresStore(GroupCommit):
     """A store in a PostgreSQL database, shared by any number of processes and hosts.
 
     Thread-safe (a connection pool; group commit of concurrent outcome writes). See the module
@@ -402,9 +402,7 @@ class PostgresStore:
             raise StoreError(f"pool_size must be at least 1, got {pool_size}")
         self.location = _describe(conninfo, self.schema)
         self._closed = False
-        self._queue: list[_Job] = []
-        self._queue_lock = threading.Lock()
-        self._writing = False
+        self._init_group_commit()
         connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(1, round(connect_timeout_s)),
@@ -651,44 +649,11 @@ class PostgresStore:
         fails, each caller's outcomes are retried alone, so one bad outcome fails only its
         own call.
         """
-        job = _Job(list(outcomes))
-        with self._queue_lock:
-            self._queue.append(job)
-            leader = not self._writing
-            self._writing = self._writing or leader
-            if not leader:
-                job.done = threading.Event()  # before the leader can take the job
-        if job.done is not None:
-            job.done.wait()
-        else:
-            while True:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._writing = False
-                        break
-                try:
-                    self._write_outcomes(batch)
-                except StoreError as exc:
-                    for queued in batch:
-                        queued.error = exc
-                    # A shared batch that the database refused (not one it could not be
-                    # reached for): write each caller's outcomes alone, so that one bad
-                    # outcome fails only its own call.
-                    if len(batch) > 1 and not isinstance(exc.__cause__, psycopg.OperationalError):
-                        for queued in batch:
-                            queued.error = None
-                            try:
-                                self._write_outcomes([queued])
-                            except StoreError as alone:
-                                queued.error = alone
-                finally:
-                    for queued in batch:
-                        if queued.done is not None:
-                            queued.done.set()
-        if job.error is not None:
-            raise job.error
-        return [o.seq for o in job.outcomes]
+        return self._commit(outcomes)
+
+    def _retry_alone(self, error: StoreError) -> bool:
+        # A shared batch that the database refused (not one it could not be reached for).
+        return not isinstance(error.__cause__, psycopg.OperationalError)
 
     def _write_outcomes(self, jobs: Sequence[_Job]) -> None:
         outcomes = [o for job in jobs for o in job.outcomes]

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from kalibr_core._domain import PathSpec
 from kalibr_core._errors import StoreError
+from kalibr_core.store._group import GroupCommit, _Job
 from kalibr_core.store._records import (
     ApiKeyRecord,
     CorrectionRecord,
@@ -203,7 +204,7 @@ def default_db_path() -> Path:
     return Path(base) / "kalibr-core" / "kalibr.db"
 
 
-class SqliteStore:
+class SqliteStore(GroupCommit):
     """The embedded store. Thread-safe; several processes may share one file.
 
     Args:
@@ -218,6 +219,10 @@ class SqliteStore:
         >>> store.health()["status"]
         'healthy'
     """
+
+    # Reports come from threads of one process: a commit's leader waits briefly for as many
+    # callers as shared its last commit (the service's reporter is one caller on PostgreSQL).
+    _gathers = True
 
     def __init__(
         self,
@@ -261,11 +266,7 @@ class SqliteStore:
             )
             self._checkpointer.start()
         self._closed = False
-        self._queue: list[_Job] = []
-        self._queue_lock = threading.Lock()
-        self._queued = threading.Condition(self._queue_lock)
-        self._writing = False
-        self._siblings = 1
+        self._init_group_commit()
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -579,41 +580,7 @@ class SqliteStore:
         commit instead of one each. When the last commit was shared by several callers, the
         next one waits up to ``_GATHER_S`` for as many to queue.
         """
-        job = _Job(list(outcomes))
-        with self._queue_lock:
-            self._queue.append(job)
-            leader = not self._writing
-            self._writing = self._writing or leader
-            if not leader:
-                job.done = threading.Event()  # before the leader can take the job
-            if len(self._queue) >= self._siblings:
-                self._queued.notify()  # a leader gathering callers may go
-        if job.done is not None:
-            job.done.wait()
-        else:
-            with self._queue_lock:
-                self._queued.wait_for(lambda: len(self._queue) >= self._siblings, _GATHER_S)
-            while True:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._writing = False
-                        break
-                    # Expect as many next time; a commit alone lowers the expectation by one,
-                    # so that callers who stopped reporting are soon no longer waited for.
-                    self._siblings = len(batch) if len(batch) > 1 else max(1, self._siblings - 1)
-                try:
-                    self._write_outcomes(batch)
-                except StoreError as exc:
-                    for queued in batch:
-                        queued.error = exc
-                finally:
-                    for queued in batch:
-                        if queued.done is not None:
-                            queued.done.set()
-        if job.error is not None:
-            raise job.error
-        return [o.seq for o in job.outcomes]
+        return self._commit(outcomes)
 
     def _write_outcomes(self, jobs: Sequence[_Job]) -> None:
         """One transaction for a batch: rows one by one, statistics once per path."""
@@ -983,29 +950,6 @@ def _key_from_row(row: Sequence[Any]) -> ApiKeyRecord:
     return ApiKeyRecord(
         key_id=row[0], tenant=row[1], name=row[2], created_at=row[3], revoked_at=row[4]
     )
-
-
-# How long a group commit's leader waits for the callers it expects (as many as shared its last
-# commit) before it writes. Threads reporting together come back within tens of microseconds
-# of being woken; without the wait, the first one back wrote alone and the rest waited for it,
-# and 4 threads made commits of 1.5 outcomes on average (3 to 4 with it). A lone caller
-# never waits: its commits hold one caller each.
-_GATHER_S = 0.0002
-
-
-class _Job:
-    """Outcomes waiting for a group commit, and how it went.
-
-    ``done`` is set by the leader once the job is written; only a caller that waits for
-    another's commit has one (an event costs a lone caller about a tenth of its report).
-    """
-
-    __slots__ = ("done", "error", "outcomes")
-
-    def __init__(self, outcomes: list[OutcomeRecord]) -> None:
-        self.outcomes = outcomes
-        self.done: threading.Event | None = None
-        self.error: StoreError | None = None
 
 
 def _jsonable_extra(extra: Any) -> dict[str, Any]:
